@@ -1,0 +1,88 @@
+"""COCO instance annotations as a compact, read-only box index.
+
+The original loaded both COCO instance files with pycocotools inside every DataLoader (and so in
+every worker). Here they are read once, reduced to numpy arrays (boxes x1y1x2y2, class index 1..C,
+fine-grained word index or -1) and shared by forked workers without copies.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from misc.io import DataError, read_json
+from misc.vocab import ClassNames
+
+
+class BoxIndex:
+    def __init__(self, image_ids: np.ndarray, offsets: np.ndarray, boxes: np.ndarray,
+                 classes: np.ndarray, fine: np.ndarray, sizes: dict[int, tuple[int, int]]):
+        self.image_ids = image_ids            # (I,) sorted
+        self.offsets = offsets                # (I + 1,) start of each image's rows
+        self.boxes = boxes                    # (N, 4) float32 x1 y1 x2 y2
+        self.classes = classes                # (N,) int64 1..C
+        self.fine = fine                      # (N,) int64 fine-grained index (world) or -1
+        self.sizes = sizes                    # image id -> (width, height)
+
+    def get(self, image_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = np.searchsorted(self.image_ids, image_id)
+        if k >= len(self.image_ids) or self.image_ids[k] != image_id:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        s, e = self.offsets[k], self.offsets[k + 1]
+        return self.boxes[s:e], self.classes[s:e], self.fine[s:e]
+
+    def present_classes(self, image_id: int) -> set[int]:
+        return set(int(c) for c in self.get(image_id)[1])
+
+    @staticmethod
+    def from_files(paths: list[str | Path], classes: ClassNames, max_boxes: int = 100) -> "BoxIndex":
+        rows: dict[int, list[tuple]] = {}
+        sizes: dict[int, tuple[int, int]] = {}
+        name_to_cls = {n: i + 1 for i, n in enumerate(classes.names)}
+        fg_index = {w: i for i, w in enumerate(classes.fg_words)}
+        for path in paths:
+            data = read_json(path)
+            if not isinstance(data, dict) or "annotations" not in data or "categories" not in data:
+                raise DataError(f"{path}: not a COCO instances file (needs 'annotations' and 'categories')")
+            cat_map = _category_map(data["categories"], name_to_cls, path)
+            for im in data.get("images", []):
+                sizes[int(im["id"])] = (int(im.get("width", 0)), int(im.get("height", 0)))
+            for a in data["annotations"]:
+                cls = cat_map.get(a["category_id"])
+                if cls is None:
+                    continue
+                x, y, w, h = a["bbox"]
+                if w <= 0 or h <= 0:
+                    continue
+                kind = (a.get("attributes") or {}).get("kind")
+                rows.setdefault(int(a["image_id"]), []).append(
+                    (x, y, x + w, y + h, cls, fg_index.get(kind, -1)))
+        ids = np.array(sorted(rows), dtype=np.int64)
+        offsets = [0]
+        flat: list[tuple] = []
+        for i in ids:
+            r = rows[int(i)][:max_boxes]
+            flat.extend(r)
+            offsets.append(len(flat))
+        arr = np.array(flat, dtype=np.float64).reshape(-1, 6)
+        return BoxIndex(ids, np.array(offsets, dtype=np.int64), arr[:, :4].astype(np.float32),
+                        arr[:, 4].astype(np.int64), arr[:, 5].astype(np.int64), sizes)
+
+
+def _category_map(categories: list[dict], name_to_cls: dict[str, int], path) -> dict[int, int]:
+    """COCO category id -> class index 1..C, by name; by id order when names do not match."""
+    out, unmatched = {}, []
+    for c in categories:
+        name = " ".join(str(c["name"]).lower().split())
+        if name in name_to_cls:
+            out[c["id"]] = name_to_cls[name]
+        else:
+            unmatched.append(c)
+    if unmatched and len(categories) == len(name_to_cls):
+        # Class file without category names in front (the original's): fall back to id order.
+        return {c["id"]: i + 1 for i, c in enumerate(sorted(categories, key=lambda c: c["id"]))}
+    if unmatched:
+        warnings.warn(f"{path}: {len(unmatched)} categories have no line in the class-name file "
+                      f"(e.g. '{unmatched[0]['name']}'); their boxes are ignored")
+    return out

@@ -1,0 +1,79 @@
+"""The whole captioning system: CNN backbone (skipped with cached features) + a decoder.
+
+`build_captioner(opt, data)` picks the decoder from `att_model`:
+  topdown        NBT (pointer, sentinel, slot heads) - the default
+  updown_plain   the same top-down decoder with no pointer and no slot heads (benchmark baseline)
+  showtell       Show-and-Tell baseline          aoanet   AoANet baseline
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from misc.backbone import build_backbone
+from misc.losses import xe_loss_sums
+from misc.model import NBTDecoder
+
+
+class Captioner(nn.Module):
+    def __init__(self, backbone: nn.Module | None, decoder: nn.Module, *, cached: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.cached = cached
+
+    def encode(self, batch: dict) -> dict:
+        images = batch["images"]
+        conv = images if self.cached or self.backbone is None else self.backbone(images)
+        return self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
+
+    def forward(self, batch: dict, ss_prob: float = 0.0) -> dict:
+        """XE loss sums (see misc.losses) - computed inside forward so DDP sees one graph."""
+        f = self.encode(batch)
+        out = self.decoder(f, batch, ss_prob=ss_prob)
+        return xe_loss_sums(self.decoder, out, batch)
+
+
+def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[int],
+                    class_vectors: torch.Tensor | None = None) -> Captioner:
+    backbone = build_backbone(opt)
+    feat_dim = backbone.out_channels
+    common = dict(vocab_size=vocab_size, num_classes=num_classes, fg_class=fg_class, feat_dim=feat_dim,
+                  rnn_size=opt.rnn_size, input_encoding_size=opt.input_encoding_size,
+                  att_hid_size=opt.att_hid_size, class_emb_size=opt.class_emb_size,
+                  loc_emb_size=opt.loc_emb_size, drop_prob=opt.drop_prob_lm, stride=backbone.stride,
+                  image_size=opt.image_crop_size, class_vectors=class_vectors)
+    if opt.att_model == "topdown":
+        decoder = NBTDecoder(**common)
+    elif opt.att_model == "updown_plain":
+        decoder = NBTDecoder(**common, pointer=False)
+    elif opt.att_model in ("showtell", "aoanet"):
+        from misc.baselines import build_baseline
+        decoder = build_baseline(opt.att_model, **common)
+    else:
+        raise ValueError(f"unknown att_model '{opt.att_model}' (topdown, updown_plain, showtell, aoanet)")
+    return Captioner(None if opt.cached_features else backbone, decoder, cached=bool(opt.cached_features))
+
+
+def read_glove(path: str, names: list[str], dim: int, seed: int = 0) -> torch.Tensor:
+    """GloVe vectors for class names (multi-word names averaged); unknown words get a *seeded*
+    random vector (the original's were unseeded). Row 0 is the padding class."""
+    from misc.io import DataError
+    wanted = {w for n in names for w in n.split()}
+    table: dict[str, torch.Tensor] = {}
+    try:
+        with open(path, encoding="utf8") as f:
+            for line in f:
+                word, _, rest = line.partition(" ")
+                if word in wanted:
+                    table[word] = torch.tensor([float(x) for x in rest.split()])
+    except OSError:
+        raise DataError(f"cannot read GloVe file {path}") from None
+    g = torch.Generator().manual_seed(seed)
+    out = torch.zeros(len(names) + 1, dim)
+    for i, n in enumerate(names):
+        vecs = [table[w] if w in table else torch.rand(dim, generator=g) * 2 - 1 for w in n.split()]
+        if any(v.numel() != dim for v in vecs):
+            raise DataError(f"{path}: vectors are not {dim}-d (set class_emb_size)")
+        out[i + 1] = torch.stack(vecs).mean(0)
+    return out

@@ -1,0 +1,142 @@
+"""The NBT decoder: two-layer top-down attention LSTM with a visual sentinel and a region pointer.
+
+At each step (reference §2.3):
+  attention LSTM   x = [fc ; embed(token)]                         -> h_att
+  attention        a = att_grid(h_att) + att_regions(h_att)        (summed, as the original)
+  language LSTM    x = [a ; h_att]                                 -> h_lang, c_lang
+  sentinel         s = sigmoid(W x + U h_lang(t-1)) * tanh(c_lang(t))   (the current cell, as in
+                   adaptive attention; the original used c_lang(t-1))
+  pointer          p = softmax over [s ; regions] of w^T tanh(W_k k + W_q h_lang)
+  output           log p(word w) = log softmax(W_o h_lang)_w + log p(sentinel)
+                   log p(region i) = log p_i
+Tokens: 0 = BOS / EOS, 1..V-1 words; V + c feeds the embedding of class c (a pointed region).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from misc.attention import AdditiveAttention
+from misc.regions import RegionEncoder, expand_features
+from misc.slot_heads import SlotHeads
+
+NEG = -1e4    # masked log-probability (finite, so fp16 / bf16 stay finite)
+
+
+class NBTDecoder(nn.Module):
+    has_pointer = True
+
+    def __init__(self, *, vocab_size: int, num_classes: int, fg_class: list[int], feat_dim: int,
+                 rnn_size: int = 1024, input_encoding_size: int = 512, att_hid_size: int = 512,
+                 class_emb_size: int = 300, loc_emb_size: int = 300, drop_prob: float = 0.5,
+                 stride: int = 32, image_size: int = 512, pointer: bool = True,
+                 class_vectors: torch.Tensor | None = None):
+        super().__init__()
+        H, E, A = rnn_size, input_encoding_size, att_hid_size
+        self.vocab_size, self.num_classes, self.rnn_size = vocab_size, num_classes, H
+        self.has_pointer = pointer
+        self.regions = RegionEncoder(feat_dim=feat_dim, num_classes=num_classes, rnn_size=H,
+                                     class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
+                                     drop_prob=drop_prob, stride=stride, image_size=image_size,
+                                     class_vectors=class_vectors)
+        self.embed = nn.Sequential(nn.Embedding(vocab_size + num_classes + 1, E), nn.ReLU(), nn.Dropout(drop_prob))
+        self.att_lstm = nn.LSTMCell(H + E, H)
+        self.att_grid = AdditiveAttention(query_size=H, key_size=H, hidden=A)
+        self.att_region = AdditiveAttention(query_size=H, key_size=H, hidden=A)
+        self.lang_lstm = nn.LSTMCell(2 * H, H)
+        self.drop = nn.Dropout(drop_prob)
+        self.logit = nn.Linear(H, vocab_size)
+        if pointer:
+            self.gate_x = nn.Linear(2 * H, H)
+            self.gate_h = nn.Linear(H, H)
+            self.sentinel = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Dropout(drop_prob))
+            self.pointer = AdditiveAttention(query_size=H, key_size=H, hidden=A)
+            self.heads = SlotHeads(rnn_size=H, fg_class=fg_class, num_classes=num_classes, drop_prob=drop_prob)
+
+    # -- features -------------------------------------------------------------------------
+    def encode(self, conv: torch.Tensor, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
+        f = self.regions(conv, proposals, prop_mask)
+        f["grid_keys"] = self.att_grid.project(f["grid"])                  # (B, N, A)
+        f["region_keys"] = self.att_region.project(f["regions"])           # (B, R, A)
+        if self.has_pointer:
+            f["pointer_keys"] = self.pointer.project(f["regions"])         # (B, R, A)
+        return f
+
+    def init_state(self, n: int, ref: torch.Tensor) -> tuple:
+        z = ref.new_zeros(n, self.rnn_size)
+        return (z, z, z, z)                                                 # h_att c_att h_lang c_lang
+
+    # -- one step -------------------------------------------------------------------------
+    def step(self, tokens: torch.Tensor, f: dict, state: tuple, pointed: torch.Tensor | None = None):
+        """tokens (N,), f expanded to N rows, pointed (N, R) regions already used ->
+        word_logp (N, V), region_logp (N, R), new state."""
+        h_att, c_att, h_lang, c_lang = state
+        x = torch.cat([f["fc"], self.embed(tokens)], -1)
+        h_att, c_att = self.att_lstm(x, (h_att, c_att))
+        att = self.att_grid(h_att, f["grid"], f["grid_keys"]) + \
+            self.att_region(h_att, f["regions"], f["region_keys"], f["region_mask"])
+        x_lang = torch.cat([att, h_att], -1)
+        h_prev = h_lang
+        h_lang, c_lang = self.lang_lstm(x_lang, (h_lang, c_lang))
+        out = self.drop(h_lang)
+        word_logp = torch.log_softmax(self.logit(out).float(), -1)         # (N, V)
+        if not self.has_pointer:
+            return word_logp, word_logp.new_zeros(word_logp.shape[0], 0), (h_att, c_att, h_lang, c_lang)
+        gate = torch.sigmoid(self.gate_x(x_lang) + self.gate_h(h_prev))
+        sentinel = self.sentinel(self.drop(gate * torch.tanh(c_lang)))     # (N, H)
+        keys = torch.cat([self.pointer.key_proj(sentinel)[:, None], f["pointer_keys"]], 1)   # (N, 1+R, A)
+        scores = self.pointer.scores(out, keys).float()                    # (N, 1 + R)
+        valid = f["region_mask"] if pointed is None else f["region_mask"] & ~pointed
+        scores[:, 1:] = scores[:, 1:].masked_fill(~valid, float("-inf"))
+        ptr = torch.log_softmax(scores, -1)
+        word_logp = word_logp + ptr[:, :1]
+        region_logp = ptr[:, 1:].clamp(min=NEG)
+        return word_logp, region_logp, (h_att, c_att, h_lang, c_lang)
+
+    def slot_logp(self, f: dict, h_lang: torch.Tensor, region_feat: torch.Tensor, cls: torch.Tensor):
+        return self.heads(region_feat, h_lang, cls)
+
+    def input_tokens(self, words: torch.Tensor, vis_cls: torch.Tensor) -> torch.Tensor:
+        """Teacher-forcing inputs: a visual word feeds its class embedding row V + c."""
+        return torch.where(vis_cls > 0, self.vocab_size + vis_cls, words)
+
+    @torch.no_grad()
+    def copy_class(self, novel: int, seen: int) -> None:
+        self.regions.copy_class(novel, seen)
+        emb = self.embed[0].weight
+        emb[self.vocab_size + novel] = emb[self.vocab_size + seen]
+
+    # -- teacher forcing ------------------------------------------------------------------
+    def forward(self, f: dict, batch: dict, ss_prob: float = 0.0) -> dict:
+        """Per-step outputs for the targets of `batch` (B, S, L); returns log-probs."""
+        words, vis = batch["words"], batch["vis_cls"]
+        B, S, L = words.shape
+        f = expand_features(f, S)
+        words, vis = words.reshape(B * S, L), vis.reshape(B * S, L)
+        inputs = torch.cat([words.new_zeros(B * S, 1), self.input_tokens(words, vis)], 1)  # (BS, L+1)
+        state = self.init_state(B * S, f["fc"])
+        word_out, region_out, h_out = [], [], []
+        for t in range(L + 1):
+            if t > 0 and (inputs[:, t] == 0).all():   # every caption has ended: EOS was predicted
+                break
+            tok = inputs[:, t]
+            if t > 0 and ss_prob > 0 and self.training:
+                tok = self._scheduled_sample(tok, word_out[-1], region_out[-1], f, ss_prob)
+            w, r, state = self.step(tok, f, state)
+            word_out.append(w)
+            region_out.append(r)
+            h_out.append(state[2])
+        return {"word_logp": torch.stack(word_out, 1), "region_logp": torch.stack(region_out, 1),
+                "h_lang": torch.stack(h_out, 1), "features": f}
+
+    def _scheduled_sample(self, tok, word_logp, region_logp, f, prob):
+        """Replace some inputs by the model's own previous prediction (word or pointed region)."""
+        use = torch.rand(tok.shape[0], device=tok.device) < prob
+        if not use.any():
+            return tok
+        both = torch.cat([word_logp, region_logp], -1).detach()
+        pred = both.argmax(-1)
+        is_region = pred >= self.vocab_size
+        region_cls = f["region_cls"].gather(1, (pred - self.vocab_size).clamp(min=0)[:, None]).squeeze(1)
+        own = torch.where(is_region, self.vocab_size + region_cls, pred)
+        return torch.where(use, own, tok)
