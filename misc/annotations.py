@@ -17,20 +17,25 @@ from misc.vocab import ClassNames
 
 class BoxIndex:
     def __init__(self, image_ids: np.ndarray, offsets: np.ndarray, boxes: np.ndarray,
-                 classes: np.ndarray, fine: np.ndarray, sizes: dict[int, tuple[int, int]]):
+                 classes: np.ndarray, fine: np.ndarray, sizes: dict[int, tuple[int, int]],
+                 group: np.ndarray | None = None):
         self.image_ids = image_ids            # (I,) sorted
         self.offsets = offsets                # (I + 1,) start of each image's rows
         self.boxes = boxes                    # (N, 4) float32 x1 y1 x2 y2
         self.classes = classes                # (N,) int64 1..C
         self.fine = fine                      # (N,) int64 fine-grained index (world) or -1
         self.sizes = sizes                    # image id -> (width, height)
+        # (N,) attribute group (same kind and colour = same group; world only) or -1
+        self.group = np.full(len(classes), -1, np.int64) if group is None else group
 
-    def get(self, image_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def get(self, image_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """boxes (G, 4), classes (G,), fine-grained index (G,), attribute group (G,)."""
         k = np.searchsorted(self.image_ids, image_id)
         if k >= len(self.image_ids) or self.image_ids[k] != image_id:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+            z = np.zeros(0, np.int64)
+            return np.zeros((0, 4), np.float32), z, z, z
         s, e = self.offsets[k], self.offsets[k + 1]
-        return self.boxes[s:e], self.classes[s:e], self.fine[s:e]
+        return self.boxes[s:e], self.classes[s:e], self.fine[s:e], self.group[s:e]
 
     def present_classes(self, image_id: int) -> set[int]:
         return set(int(c) for c in self.get(image_id)[1])
@@ -41,6 +46,7 @@ class BoxIndex:
         sizes: dict[int, tuple[int, int]] = {}
         name_to_cls = {n: i + 1 for i, n in enumerate(classes.names)}
         fg_index = {w: i for i, w in enumerate(classes.fg_words)}
+        groups: dict[tuple, int] = {}
         for path in paths:
             data = read_json(path)
             if not isinstance(data, dict) or "annotations" not in data or "categories" not in data:
@@ -55,9 +61,10 @@ class BoxIndex:
                 x, y, w, h = a["bbox"]
                 if w <= 0 or h <= 0:
                     continue
-                kind = (a.get("attributes") or {}).get("kind")
+                attrs = a.get("attributes") or {}
+                group = groups.setdefault(tuple(sorted(attrs.items())), len(groups)) if attrs else -1
                 rows.setdefault(int(a["image_id"]), []).append(
-                    (x, y, x + w, y + h, cls, fg_index.get(kind, -1)))
+                    (x, y, x + w, y + h, cls, fg_index.get(attrs.get("kind"), -1), group))
         ids = np.array(sorted(rows), dtype=np.int64)
         offsets = [0]
         flat: list[tuple] = []
@@ -65,9 +72,10 @@ class BoxIndex:
             r = rows[int(i)][:max_boxes]
             flat.extend(r)
             offsets.append(len(flat))
-        arr = np.array(flat, dtype=np.float64).reshape(-1, 6)
+        arr = np.array(flat, dtype=np.float64).reshape(-1, 7)
         return BoxIndex(ids, np.array(offsets, dtype=np.int64), arr[:, :4].astype(np.float32),
-                        arr[:, 4].astype(np.int64), arr[:, 5].astype(np.int64), sizes)
+                        arr[:, 4].astype(np.int64), arr[:, 5].astype(np.int64), sizes,
+                        arr[:, 6].astype(np.int64))
 
 
 def _category_map(categories: list[dict], name_to_cls: dict[str, int], path) -> dict[int, int]:

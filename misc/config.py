@@ -128,6 +128,8 @@ class Options:
     # --- demo ------------------------------------------------------------------------------
     demo_path: str = ""
     demo_out: str = "visu"
+    demo_detections: str = ""               # detection JSON (coco-mini format) for the demo images
+    demo_max_images: int = 8
     detector_weights: str = ""
 
     # -------------------------------------------------------------------------------------

@@ -41,17 +41,10 @@ class DataBundle:
 
     @staticmethod
     def load(opt: Options) -> "DataBundle":
-        dic = read_json(opt.input_dic)
+        dic, classes, vocab = load_dic(opt.input_dic, opt.class_name_file)
         caps = read_json(opt.input_json)
-        for key in ("ix_to_word", "images"):
-            if key not in dic:
-                raise DataError(f"{opt.input_dic}: missing key '{key}' (not a dic_*.json)")
         if not isinstance(caps, list) or len(caps) != len(dic["images"]):
             raise DataError(f"{opt.input_json}: expected a list of {len(dic['images'])} caption lists")
-        classes = ClassNames.read(opt.class_name_file)
-        if "classes" in dic and list(dic["classes"]) != list(classes.names):
-            raise DataError(f"{opt.class_name_file} does not match the classes of {opt.input_dic}")
-        vocab = Vocabulary(dic["ix_to_word"], classes, dic.get("plural_of"))
         boxes = BoxIndex.from_files(opt.instances_json, classes) if opt.instances_json else \
             BoxIndex(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((0, 4), np.float32),
                      np.zeros(0, np.int64), np.zeros(0, np.int64), {})
@@ -62,8 +55,24 @@ class DataBundle:
 
     @property
     def held_out(self) -> list[int]:
-        names = self.dic.get("held_out") or []
-        return [self.classes.names.index(n) + 1 for n in names if n in self.classes.names]
+        return held_out_classes(self.dic, self.classes)
+
+
+def load_dic(dic_path: str, class_name_file: str) -> tuple[dict, ClassNames, Vocabulary]:
+    """A dic_*.json with its class-name file -> (dic, classes, vocabulary)."""
+    dic = read_json(dic_path)
+    for key in ("ix_to_word", "images"):
+        if key not in dic:
+            raise DataError(f"{dic_path}: missing key '{key}' (not a dic_*.json)")
+    classes = ClassNames.read(class_name_file)
+    if "classes" in dic and list(dic["classes"]) != list(classes.names):
+        raise DataError(f"{class_name_file} does not match the classes of {dic_path}")
+    return dic, classes, Vocabulary(dic["ix_to_word"], classes, dic.get("plural_of"))
+
+
+def held_out_classes(dic: dict, classes: ClassNames) -> list[int]:
+    names = dic.get("held_out") or []
+    return [classes.names.index(n) + 1 for n in names if n in classes.names]
 
 
 class CaptionDataset(Dataset):
@@ -107,7 +116,7 @@ class CaptionDataset(Dataset):
         info = self.b.dic["images"][row]
         image_id = int(info["id"])
         rng = np.random.default_rng([self.opt.seed, epoch, index])
-        gt_boxes, gt_cls, gt_fine = self.b.boxes.get(image_id)
+        gt_boxes, gt_cls, gt_fine, gt_group = self.b.boxes.get(image_id)
         dets = self._proposals(row) if not self.opt.det_oracle else \
             np.concatenate([gt_boxes, gt_cls[:, None], np.ones((len(gt_cls), 1))], 1).astype(np.float32)
         crop = self.opt.image_crop_size
@@ -132,12 +141,12 @@ class CaptionDataset(Dataset):
                 img, gt, props = resize_with_boxes(img, crop, gt_boxes, dets)
             image = to_tensor(img)
         keep_gt = box_area(gt) > 0
-        gt, gt_cls, gt_fine = gt[keep_gt], gt_cls[keep_gt], gt_fine[keep_gt]
+        gt, gt_cls, gt_fine, gt_group = gt[keep_gt], gt_cls[keep_gt], gt_fine[keep_gt], gt_group[keep_gt]
         keep_p = box_area(props) > 0
         props = props[keep_p][: self.opt.max_proposal]
         targets = self.encode_captions(row, props, gt, gt_cls, rng)
         return {"image": image, "proposals": torch.from_numpy(props), "gt": torch.from_numpy(
-            np.concatenate([gt, gt_cls[:, None], gt_fine[:, None]], 1).astype(np.float32)),
+            np.concatenate([gt, gt_cls[:, None], gt_fine[:, None], gt_group[:, None]], 1).astype(np.float32)),
                 "image_id": image_id, "row": row, **targets}
 
     def _cached_size(self, row):
@@ -202,7 +211,7 @@ def collate(items: list[dict]) -> dict:
     S, L = items[0]["words"].shape
     props = torch.zeros(B, R, 6)
     prop_mask = torch.zeros(B, R, dtype=torch.bool)
-    gt = torch.zeros(B, G, 6)
+    gt = torch.zeros(B, G, 7)
     gt_mask = torch.zeros(B, G, dtype=torch.bool)
     pos = torch.zeros(B, S, L, R, dtype=torch.bool)
     for b, it in enumerate(items):
@@ -213,7 +222,7 @@ def collate(items: list[dict]) -> dict:
     return {
         "images": torch.stack([it["image"] for it in items]),        # (B, 3, H, W) or (B, D, h, w)
         "proposals": props, "prop_mask": prop_mask,                   # (B, R, 6), (B, R)
-        "gt": gt, "gt_mask": gt_mask,                                 # (B, G, 6) x1 y1 x2 y2 cls fine
+        "gt": gt, "gt_mask": gt_mask,                                 # (B, G, 7) x1 y1 x2 y2 cls fine group
         "words": torch.stack([it["words"] for it in items]),          # (B, S, L)
         "vis_cls": torch.stack([it["vis_cls"] for it in items]),
         "plural": torch.stack([it["plural"] for it in items]),

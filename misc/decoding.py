@@ -190,3 +190,46 @@ def _pick(seqs, plural_h, fine_h, scores, B, NS, K, k, constraints, alpha) -> li
                            fine=fine_h[n, :L].tolist(), score=float(scores.view(-1)[n]),
                            satisfied=satisfied, n_constraints=int((constraints[b] >= 0).sum()) if k else 0))
     return out
+
+
+@torch.no_grad()
+def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, temperature: float = 1.0) -> list[Decoded]:
+    """Plain step-by-step argmax (or multinomial sampling, for SCST) over [words ; regions]; the
+    reference that beam search with beam 1 must reproduce."""
+    B = f["batch"]
+    V = decoder.vocab_size
+    R = f["region_mask"].shape[1]
+    state = decoder.init_state(B, f["fc"])
+    tokens_in = torch.zeros(B, dtype=torch.long, device=f["fc"].device)
+    pointed = torch.zeros(B, R, dtype=torch.bool, device=f["fc"].device)
+    done = torch.zeros(B, dtype=torch.bool, device=f["fc"].device)
+    out = [Decoded([], [], [], 0.0) for _ in range(B)]
+    for t in range(max_len):
+        word_lp, region_lp, state = decoder.step(tokens_in, f, state, pointed if R else None)
+        logp = torch.cat([word_lp, region_lp], -1).float()
+        tok = torch.multinomial(torch.softmax(logp / temperature, -1), 1).squeeze(1) if sample else logp.argmax(-1)
+        lp = logp.gather(1, tok[:, None]).squeeze(1)
+        is_region = (tok >= V) & ~done
+        r = (tok - V).clamp(min=0)
+        plural = torch.zeros(B, dtype=torch.long, device=tok.device)
+        fine = torch.full((B,), -1, dtype=torch.long, device=tok.device)
+        if is_region.any():
+            rows = is_region.nonzero().flatten()
+            pl, fl = decoder.slot_logp(f, state[2][rows], f["regions"][rows, r[rows]], f["region_cls"][rows, r[rows]])
+            plural[rows], fine[rows] = pl.argmax(-1), fl.argmax(-1)
+            pointed[rows, r[rows]] = True
+        for b in range(B):
+            if done[b]:
+                continue
+            out[b].score += float(lp[b])
+            if int(tok[b]) == 0:
+                continue
+            out[b].tokens.append(int(tok[b]))
+            out[b].plural.append(int(plural[b]))
+            out[b].fine.append(int(fine[b]))
+        done = done | (tok == 0)
+        if bool(done.all()):
+            break
+        region_cls = f["region_cls"].gather(1, r[:, None]).squeeze(1) if R else torch.zeros_like(tok)
+        tokens_in = torch.where(is_region, V + region_cls, tok)
+    return out

@@ -182,6 +182,16 @@ class Vocabulary:
             self.plural_of[word] = pluralize(word)
         return self.plural_of[word]
 
+    def singular(self, surface: str) -> str:
+        """Fine-grained word of a rendered slot ("rings" -> "ring")."""
+        if not hasattr(self, "_singular"):
+            self._singular = {}
+            for w in self.classes.fg_words:
+                self._singular[self.plural(w)] = w
+            for w in self.classes.fg_words:
+                self._singular[w] = w
+        return self._singular.get(surface, surface)
+
     def fingerprint(self) -> str:
         """Hash of the word ids and the class list: a checkpoint only fits data with the same one."""
         payload = json.dumps([sorted(self.ix_to_word.items()), self.classes.words])

@@ -31,7 +31,8 @@ if __package__ in (None, ""):
 import numpy as np
 from PIL import Image, ImageDraw
 
-from misc.io import atomic_path, atomic_write_json, atomic_write_text
+from misc.detector import write_h5
+from misc.io import atomic_write_json, atomic_write_text
 from prepro.splits import noc_split, robust_split
 from prepro.world_grammar import CaptionGrammar, Group
 
@@ -291,30 +292,13 @@ def generate(cfg: WorldConfig, quiet: bool = False) -> dict:
     noc = noc_split(mentions, held, seed=cfg.seed)
     noc["held_out"] = list(cfg.noc_held_out)
     atomic_write_json(out / "split_noc_world.json", noc)
-    write_detection_h5(out / "world_detection.h5", dets_all)
+    write_h5(out / "world_detection.h5", dets_all)
     summary = {"images": cfg.n_images, "objects": len(instances), "captions": len(captions),
                "robust_test_pairs": len(robust["test_pairs"]),
                "noc_novel": len(noc["val"]) + len(noc["test"])}
     if not quiet:
         print(f"world written to {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
     return summary
-
-
-def write_detection_h5(path: Path, dets: list[np.ndarray], max_det: int = 100) -> None:
-    """The original's detection h5 layout (reference §1.1)."""
-    import h5py
-    n = len(dets)
-    labels = np.zeros((n, max_det, 6), dtype=np.float32)
-    num = np.zeros(n, dtype=np.int64)
-    for i, d in enumerate(dets):
-        d = d[:max_det]
-        labels[i, :len(d)] = d
-        num[i] = len(d)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("dets_labels", data=labels)
-            f.create_dataset("dets_num", data=num)
-            f.create_dataset("nms_num", data=num)
 
 
 def _parse(argv: list[str] | None) -> WorldConfig:

@@ -1,0 +1,142 @@
+"""Caption images with their grounded boxes drawn.
+
+    python demo.py                                   # world test images, the default run save/world
+    python demo.py --cbs True                        # constrained beam search
+    python demo.py --start_from save/coco --demo_path photos/ --detector_weights frcnn.pth
+    python demo.py --start_from save/coco --demo_path img.jpg --demo_detections dets.json
+
+Proposals: rows of the run's own detection h5 for images of its data set (the built-in world's
+simulated detector), detections from a JSON file (coco-mini format), or torchvision Faster R-CNN.
+Writes <demo_out>/<name>.jpg (coloured grounded boxes labelled with their words, grey other
+proposals, the caption with [visual words] underneath), <demo_out>/<name>.json and visu.json.
+"""
+from __future__ import annotations
+
+import colorsys
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from misc.config import ConfigError, Options, coerce, parse_cli
+from misc.io import DataError, atomic_path, atomic_write_json, read_json
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DEMO_KEYS = {"demo_path", "demo_out", "start_from", "beam_size", "cbs", "cbs_mode", "cbs_tag_size",
+             "detector_weights", "demo_detections", "demo_max_images", "cuda"}
+
+
+def palette(n: int) -> list[tuple[int, int, int]]:
+    """n distinct colours (golden-ratio hues): no fixed limit (the original's 6 crashed at 7)."""
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95)) for i in range(n)]
+
+
+def draw(image: Image.Image, result: dict) -> Image.Image:
+    font = ImageFont.load_default()
+    scale = max(1, round(max(image.size) / 400))
+    grounded = {tuple(g["box"]) for g in result["grounding"]}
+    canvas = Image.new("RGB", (image.width, image.height + 28 * scale), "white")
+    canvas.paste(image, (0, 0))
+    d = ImageDraw.Draw(canvas)
+    for p in result["proposals"]:
+        if tuple(p["box"]) not in grounded:
+            d.rectangle(p["box"], outline=(150, 150, 150), width=1)
+    for g, colour in zip(result["grounding"], palette(len(result["grounding"]))):
+        d.rectangle(g["box"], outline=colour, width=2 * scale)
+        x, y = g["box"][0], max(0, g["box"][1] - 11)
+        tw = d.textlength(g["word"], font=font)
+        d.rectangle([x, y, x + tw + 4, y + 11], fill=colour)
+        d.text((x + 2, y), g["word"], fill="black", font=font)
+    d.text((4, image.height + 6), result["tagged"], fill="black", font=font)
+    return canvas
+
+
+def list_images(path: Path, limit: int) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return files[:limit] if limit > 0 else files
+    raise DataError(f"no image or folder at {path}")
+
+
+def proposals_for(paths: list[Path], cap, detections: str) -> list[np.ndarray] | None:
+    """Known proposals: a detection JSON, or the run's own h5 rows for images of its data set."""
+    if detections:
+        from misc.detector import detections_from_json
+        table = detections_from_json(read_json(detections), cap.classes, detections)
+        by_name = {}
+        for e in read_json(detections):
+            by_name[e.get("file_name", "")] = table[int(e["image_id"])]
+        missing = [p.name for p in paths if p.name not in by_name]
+        if missing:
+            raise DataError(f"{detections}: no detections for {missing[0]}")
+        return [by_name[p.name] for p in paths]
+    dic = read_json(cap.opt.input_dic)
+    root = Path(cap.opt.image_path).resolve()
+    rows = {}
+    for i, im in enumerate(dic["images"]):
+        rows[str((root / im["file_path"]).resolve())] = i
+    if not all(str(p.resolve()) in rows for p in paths) or not Path(cap.opt.proposal_h5).is_file():
+        return None
+    from misc.io import open_h5
+    with open_h5(cap.opt.proposal_h5, ("dets_labels",)) as f:
+        out = []
+        for p in paths:
+            r = rows[str(p.resolve())]
+            n = int(f["nms_num"][r]) if "nms_num" in f else int(f["dets_num"][r])
+            out.append(np.asarray(f["dets_labels"][r, :n], np.float32))
+        return out
+
+
+def default_images(cap, limit: int) -> list[Path]:
+    dic = read_json(cap.opt.input_dic)
+    test = [im for im in dic["images"] if im["split"] == cap.opt.eval_split] or dic["images"]
+    return [Path(cap.opt.image_path) / im["file_path"] for im in test[:limit]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    try:
+        cli = parse_cli(argv)
+        unknown = set(cli) - DEMO_KEYS
+        if unknown:
+            raise ConfigError(f"demo.py does not take --{sorted(unknown)[0]} (takes: {', '.join(sorted(DEMO_KEYS))})")
+        defaults = Options(start_from="save/world")
+        args = {k: coerce(k, cli[k]) if k in cli else getattr(defaults, k) for k in DEMO_KEYS}
+        from misc.api import NBTCaptioner
+        overrides = {k: args[k] for k in ("detector_weights", "cuda") if k in cli}
+        cap = NBTCaptioner.from_pretrained(args["start_from"], **overrides)
+        limit = args["demo_max_images"]
+        paths = list_images(Path(args["demo_path"]), limit) if args["demo_path"] else default_images(cap, limit)
+        proposals = proposals_for(paths, cap, args["demo_detections"])
+        from misc.transforms import load_image
+        images = [load_image(p) for p in paths]
+        keep = [i for i, im in enumerate(images) if im is not None]
+        results = cap.generate([images[i] for i in keep], None if proposals is None else [proposals[i] for i in keep],
+                               beam_size=args["beam_size"], cbs=args["cbs"], cbs_mode=args["cbs_mode"],
+                               cbs_tag_size=args["cbs_tag_size"])
+        out_dir = Path(args["demo_out"])
+        summary = []
+        for i, res in zip(keep, results):
+            stem = paths[i].stem
+            with atomic_path(out_dir / f"{stem}.jpg") as tmp:
+                draw(images[i], res).save(tmp, format="JPEG", quality=92)
+            record = {"image": str(paths[i]), **res}
+            atomic_write_json(out_dir / f"{stem}.json", record, indent=1)
+            summary.append(record)
+            print(f"{paths[i].name}: {res['tagged']}")
+        atomic_write_json(out_dir / "visu.json", summary, indent=1)
+        print(f"wrote {len(summary)} pictures and JSON files to {out_dir}/")
+    except (ConfigError, DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

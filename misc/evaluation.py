@@ -1,0 +1,157 @@
+"""Evaluation: caption generation over a split, coco-caption metrics, NOC F1, grounding report.
+
+`CaptionEvaluator` follows detectron2's protocol: reset() / process(batch, captions) / evaluate().
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from misc.decoding import beam_search, select_constraints
+from misc.slot_filling import fill_slots
+from misc.transforms import box_iou
+
+
+def generate_batch(model, batch: dict, opt, vocab, novel_classes: list[int], device) -> list:
+    """Decode one collated batch -> list of Caption."""
+    model.eval()
+    batch_dev = to_device(batch, device)
+    with autocast(device, opt):
+        f = model.encode(batch_dev)
+    f = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in f.items()}
+    constraints = None
+    if opt.cbs and getattr(model.decoder, "has_pointer", False):
+        constraints = select_constraints(batch["proposals"], batch["prop_mask"], k=opt.cbs_tag_size,
+                                         mode=opt.cbs_mode, score_thresh=opt.cbs_score_thresh,
+                                         novel_classes=novel_classes)
+    decoded = beam_search(model.decoder, f, beam_size=opt.beam_size, max_len=opt.seq_length,
+                          constraints=constraints, length_penalty=opt.length_penalty)
+    novel = set(novel_classes) if opt.decode_noc else set()
+    return [fill_slots(d, vocab, batch["proposals"][i], novel_classes=novel) for i, d in enumerate(decoded)]
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def autocast(device, opt):
+    device = torch.device(device)
+    if device.type == "cuda" and opt.amp in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if opt.amp == "bf16" else torch.float16)
+    return torch.autocast("cpu", enabled=False)
+
+
+class CaptionEvaluator:
+    def __init__(self, bundle, *, novel_classes: list[int] | None = None, meteor: bool = True,
+                 spice: bool = False):
+        self.b = bundle
+        self.novel_classes = list(novel_classes or [])
+        self.meteor, self.spice = meteor, spice
+        self.reset()
+
+    def reset(self) -> None:
+        self.preds: dict[int, dict] = {}
+        self.refs: dict[int, list[str]] = {}
+        self.grounding = {"words": 0, "correct": 0, "fine_words": 0, "fine_correct": 0,
+                          "category_words": 0, "plural_words": 0, "plural_correct": 0}
+
+    def process(self, batch: dict, captions: list) -> None:
+        for i, cap in enumerate(captions):
+            image_id = batch["image_ids"][i]
+            row = batch["rows"][i]
+            self.preds[image_id] = {"image_id": image_id, **cap.to_dict()}
+            self.refs[image_id] = [" ".join(c) for c in self.b.captions[row]]
+            gt = batch["gt"][i][batch["gt_mask"][i]].numpy()
+            if len(gt):
+                self._ground(cap, gt)
+
+    def _ground(self, cap, gt: np.ndarray) -> None:
+        """A generated visual word is grounded when its box has IoU >= 0.5 with a GT object of the
+        class it names; its fine-grained word and plural form are checked against that object."""
+        fg_words = self.b.classes.fg_words
+        names = self.b.classes.names
+        for g in cap.grounding:
+            cls = names.index(g["class"]) + 1
+            self.grounding["words"] += 1
+            same = gt[:, 4] == cls
+            iou = box_iou(np.array([g["box"]], np.float32), gt[:, :4])[0]
+            hit = np.where(same & (iou >= 0.5))[0]
+            if not len(hit):
+                continue
+            self.grounding["correct"] += 1
+            obj = gt[hit[np.argmax(iou[hit])]]
+            singular = self.b.vocab.singular(g["word"])
+            if obj[5] >= 0:                         # the GT knows the object's fine-grained kind
+                if singular == names[cls - 1]:
+                    self.grounding["category_words"] += 1
+                else:
+                    self.grounding["fine_words"] += 1
+                    self.grounding["fine_correct"] += int(singular == fg_words[int(obj[5])])
+            group = gt[:, 6] == obj[6] if obj[6] >= 0 else np.ones(len(gt), bool)
+            plural_gt = int((same & group).sum() > 1)
+            self.grounding["plural_words"] += 1
+            self.grounding["plural_correct"] += int(g["plural"] == plural_gt)
+
+    def evaluate(self) -> dict:
+        from tools.caption_metrics import score_captions
+        hyps = {k: v["caption"] for k, v in self.preds.items()}
+        overall, per_image = score_captions(self.refs, hyps, meteor=self.meteor, spice=self.spice)
+        for k, v in per_image.items():
+            self.preds[k]["scores"] = v
+        g = self.grounding
+        result = {"overall": overall, "n_images": len(self.preds)}
+        if g["words"]:
+            result["grounding"] = {
+                "visual_words": g["words"],
+                "grounding_accuracy": g["correct"] / g["words"],
+                "fine_grained_accuracy": g["fine_correct"] / g["fine_words"] if g["fine_words"] else None,
+                "category_name_share": g["category_words"] / max(g["correct"], 1),
+                "plural_accuracy": g["plural_correct"] / g["plural_words"] if g["plural_words"] else None,
+            }
+        if self.novel_classes:
+            result["noc"] = noc_scores(self.preds, self.refs, self.novel_classes, self.b, self.meteor)
+        return result
+
+
+def mention_words(cls: int, bundle) -> set[str]:
+    """Words that count as mentioning a class: its fine-grained words and their plurals (the DCC
+    synonym lists, made from the class-name file)."""
+    words = set(bundle.classes.words[cls - 1])
+    return words | {bundle.vocab.plural(w) for w in words}
+
+
+def mentions(text: str, words: set[str]) -> bool:
+    tokens = text.split()
+    grams = set(tokens) | {" ".join(tokens[i:i + 2]) for i in range(len(tokens) - 1)}
+    return bool(grams & words)
+
+
+def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool) -> dict:
+    """Per held-out class: DCC F1 (an image is positive when its references mention the object, a
+    prediction when the caption does) and METEOR / CIDEr on its novel images; then averages."""
+    from tools.caption_metrics import score_captions
+    per_class = {}
+    for cls in novel_classes:
+        words = mention_words(cls, bundle)
+        tp = fp = fn = 0
+        novel_ids = []
+        for k, p in preds.items():
+            gt_pos = any(mentions(r, words) for r in refs[k])
+            pr_pos = mentions(p["caption"], words)
+            tp += gt_pos and pr_pos
+            fp += pr_pos and not gt_pos
+            fn += gt_pos and not pr_pos
+            if gt_pos:
+                novel_ids.append(k)
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        entry = {"f1": f1, "precision": prec, "recall": rec, "novel_images": len(novel_ids)}
+        if novel_ids:
+            overall, _ = score_captions({k: refs[k] for k in novel_ids},
+                                        {k: preds[k]["caption"] for k in novel_ids}, meteor=meteor)
+            entry.update({"METEOR": overall.get("METEOR"), "CIDEr": overall["CIDEr"]})
+        per_class[bundle.classes.names[cls - 1]] = entry
+    avg = {m: float(np.mean([e[m] for e in per_class.values() if e.get(m) is not None]))
+           for m in ("f1", "METEOR", "CIDEr") if any(e.get(m) is not None for e in per_class.values())}
+    return {"per_class": per_class, "average": avg}

@@ -1,0 +1,190 @@
+"""Tiny random models: shapes of every module, and the decoding guarantees."""
+import warnings
+
+import pytest
+import torch
+
+from misc.attention import AdditiveAttention
+from misc.backbone import Backbone
+from misc.decoding import beam_search, greedy, select_constraints
+from misc.losses import caption_targets, combine, xe_loss_sums
+from misc.model import NBTDecoder
+from misc.regions import RegionEncoder
+from misc.slot_heads import SlotHeads
+from pooling.roi_align import pool_regions
+
+V, C, H = 30, 4, 16
+FG_CLASS = [1, 1, 2, 2, 2, 3, 4, 4]
+
+
+def tiny_decoder(**kw):
+    torch.manual_seed(0)
+    return NBTDecoder(vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+                      input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
+                      drop_prob=0.0, stride=8, image_size=64, **kw).eval()
+
+
+def features(dec, B=3, R=5, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    conv = torch.randn(B, 8, 8, 8, generator=g)
+    xy = torch.rand(B, R, 2, generator=g) * 40
+    wh = torch.rand(B, R, 2, generator=g) * 20 + 4
+    cls = torch.randint(1, C + 1, (B, R, 1), generator=g).float()
+    score = torch.rand(B, R, 1, generator=g)
+    props = torch.cat([xy, xy + wh, cls, score], -1)
+    mask = torch.ones(B, R, dtype=torch.bool)
+    mask[-1, -2:] = False
+    return dec.encode(conv, props, mask), props, mask
+
+
+def test_roi_align_shapes_and_box_content():
+    conv = torch.zeros(1, 2, 8, 8)
+    conv[0, 0, :4, :4] = 1.0                                 # top-left quarter of a 64 px image
+    boxes = torch.tensor([[[0.0, 0, 31, 31], [32, 32, 63, 63]]])
+    out = pool_regions(conv, boxes, stride=8)
+    assert out.shape == (1, 2, 2)
+    assert out[0, 0, 0] > 0.9 and out[0, 1, 0] < 0.1
+
+
+def test_attention_respects_mask():
+    att = AdditiveAttention(query_size=4, key_size=3, hidden=5)
+    values = torch.randn(2, 6, 3)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[:, :2] = True
+    values2 = values.clone()
+    values2[:, 2:] = 100.0
+    out1 = att(torch.randn(2, 4), values, att.project(values), mask)
+    assert out1.shape == (2, 3)
+    q = torch.randn(2, 4)
+    assert torch.allclose(att(q, values, att.project(values), mask), att(q, values2, att.project(values), mask))
+
+
+def test_region_encoder_and_heads_shapes():
+    enc = RegionEncoder(feat_dim=8, num_classes=C, rnn_size=H, class_emb_size=4, loc_emb_size=4,
+                        drop_prob=0.0, stride=8, image_size=64)
+    props = torch.tensor([[[0, 0, 10, 10, 1, 0.9], [5, 5, 30, 30, 2, 0.8]]]).float()
+    f = enc(torch.randn(1, 8, 8, 8), props, torch.tensor([[True, False]]))
+    assert f["fc"].shape == (1, H) and f["grid"].shape == (1, 64, H) and f["regions"].shape == (1, 2, H)
+    assert torch.all(f["regions"][0, 1] == 0)                  # padding region zeroed
+    heads = SlotHeads(rnn_size=H, fg_class=FG_CLASS, num_classes=C, drop_prob=0.0)
+    pl, fl = heads(torch.randn(2, H), torch.randn(2, H), torch.tensor([2, 4]))
+    assert pl.shape == (2, 2) and fl.shape == (2, len(FG_CLASS))
+    assert torch.isinf(fl[0, [0, 1, 5, 6, 7]]).all() and torch.isfinite(fl[0, 2:5]).all()
+    assert "fg_mask" in dict(heads.named_buffers()) and "fg_mask" not in dict(heads.named_parameters())
+
+
+@pytest.mark.parametrize("name,channels,stride", [("tiny", 32, 8), ("res18", 512, 32), ("vgg16", 512, 16)])
+def test_backbones(name, channels, stride):
+    net = Backbone(name, pretrained=False, finetune=False, tiny_channels=32)
+    out = net(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, channels, 64 // stride, 64 // stride)
+    if name != "tiny":
+        assert not net.trainable and not any(p.requires_grad for p in net.parameters())
+
+
+def test_backbone_fixed_block_and_frozen_bn():
+    from torchvision.ops import FrozenBatchNorm2d
+    net = Backbone("res18", pretrained=False, finetune=True, fixed_block=2)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in net.modules())
+    trainable = [i for i, blk in enumerate(net.body) if any(p.requires_grad for p in blk.parameters())]
+    assert trainable == [3, 4]
+
+
+def test_step_output_is_a_distribution():
+    dec = tiny_decoder()
+    f, _, mask = features(dec)
+    wl, rl, state = dec.step(torch.zeros(3, dtype=torch.long), f, dec.init_state(3, f["fc"]))
+    assert wl.shape == (3, V) and rl.shape == (3, 5)
+    total = torch.logsumexp(torch.cat([wl, rl], -1), -1)
+    assert torch.allclose(total, torch.zeros(3), atol=1e-5)
+    assert (rl[-1, -2:] < -1e3).all()                          # padded regions masked
+
+
+def test_teacher_forcing_loss_and_targets():
+    dec = tiny_decoder()
+    f, props, mask = features(dec, B=2)
+    words = torch.tensor([[[5, 6, 7, 0], [8, 0, 0, 0]], [[9, 9, 0, 0], [4, 5, 6, 7]]])
+    vis = torch.zeros_like(words)
+    vis[0, 0, 1] = int(props[0, 2, 4])
+    pos = torch.zeros(2, 2, 4, 5, dtype=torch.bool)
+    pos[0, 0, 1, 2] = True
+    batch = {"words": words, "vis_cls": vis, "pos": pos, "plural": torch.zeros_like(words),
+             "fg": torch.where(vis > 0, torch.tensor(FG_CLASS).tolist().index(int(vis[0, 0, 1])), -1)}
+    dec.train()
+    out = dec(f, batch)
+    assert out["word_logp"].shape == (4, 5, V) and out["region_logp"].shape == (4, 5, 5)
+    sums = xe_loss_sums(dec, out, batch)
+    assert int(sums["n_tokens"]) == 4 + 2 + 3 + 5 and int(sums["n_visual"]) == 1
+    loss = combine(sums, (1, 1, 1), float(sums["n_tokens"]), float(sums["n_visual"]))
+    loss["loss"].backward()
+    assert dec.pointer.score.weight.grad is not None and dec.heads.fine[0].weight.grad is not None
+    target, m = caption_targets(torch.tensor([[3, 0, 0]]), 4)
+    assert target.tolist() == [[3, 0, 0, 0]] and m.tolist() == [[True, True, False, False]]
+
+
+def test_beam_one_equals_greedy():
+    dec = tiny_decoder()
+    f, _, _ = features(dec, B=4)
+    g = greedy(dec, f, max_len=12)
+    b = beam_search(dec, f, beam_size=1, max_len=12)
+    for x, y in zip(g, b):
+        assert x.tokens == y.tokens and x.plural == y.plural and x.fine == y.fine
+
+
+def test_beam_batched_equals_one_image_at_a_time():
+    dec = tiny_decoder()
+    f, props, mask = features(dec, B=3)
+    together = beam_search(dec, f, beam_size=3, max_len=10)
+    for i in range(3):
+        fi = {k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in f.items()}
+        fi["batch"] = 1
+        alone = beam_search(dec, fi, beam_size=3, max_len=10)[0]
+        assert alone.tokens == together[i].tokens
+        assert abs(alone.score - together[i].score) < 1e-4
+
+
+def test_no_region_pointed_twice_and_beam_not_worse():
+    dec = tiny_decoder()
+    with torch.no_grad():                                      # make pointing attractive
+        dec.logit.bias.fill_(-5.0)
+    f, _, _ = features(dec, B=3)
+    for K in (1, 3):
+        for d in beam_search(dec, f, beam_size=K, max_len=12):
+            regions = [t - V for t in d.tokens if t >= V]
+            assert regions and len(regions) == len(set(regions))
+
+
+def test_cbs_satisfies_constraints_and_leaves_inputs_alone():
+    dec = tiny_decoder()
+    f, props, mask = features(dec, B=3)
+    before = props.clone()
+    cons = select_constraints(props, mask, k=2, mode="all")
+    assert torch.equal(props, before)
+    out = beam_search(dec, f, beam_size=2, max_len=12, constraints=cons)
+    for b, d in enumerate(out):
+        mentioned = {t - V for t in d.tokens if t >= V}
+        assert set(cons[b].tolist()) <= mentioned and d.satisfied == 2
+    single = []
+    for b in range(3):
+        fi = {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in f.items()}
+        fi["batch"] = 1
+        single.append(beam_search(dec, fi, beam_size=2, max_len=12, constraints=cons[b:b + 1])[0].tokens)
+    assert single == [d.tokens for d in out]
+
+
+def test_cbs_modes_and_missing_constraints():
+    props = torch.tensor([[[0, 0, 5, 5, 1, 0.95], [0, 0, 6, 6, 1, 0.9], [1, 1, 9, 9, 2, 0.85],
+                           [2, 2, 8, 8, 3, 0.3]]])
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    assert select_constraints(props, mask, k=3, mode="all").tolist() == [[0, 1, 2]]
+    assert select_constraints(props, mask, k=3, mode="unique").tolist() == [[0, 2, -1]]
+    assert select_constraints(props, mask, k=2, mode="novel", novel_classes=[2]).tolist() == [[2, -1]]
+
+
+def test_cbs_unsatisfiable_returns_best_partial_with_warning():
+    dec = tiny_decoder()
+    f, props, mask = features(dec, B=1, R=5)
+    cons = torch.tensor([[0, 1, 2]])
+    with pytest.warns(UserWarning, match="no caption meets all"):
+        out = beam_search(dec, f, beam_size=2, max_len=2, constraints=cons)
+    assert out[0].satisfied == 2 and out[0].n_constraints == 3
