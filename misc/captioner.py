@@ -36,7 +36,11 @@ class Captioner(nn.Module):
 
 def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[int],
                     class_vectors: torch.Tensor | None = None) -> Captioner:
-    backbone = build_backbone(opt)
+    if opt.cached_features:        # only the shapes are needed: the conv maps come from the cache
+        import dataclasses
+        backbone = build_backbone(dataclasses.replace(opt, pretrained_cnn=False, cnn_weights=""))
+    else:
+        backbone = build_backbone(opt)
     feat_dim = backbone.out_channels
     common = dict(vocab_size=vocab_size, num_classes=num_classes, fg_class=fg_class, feat_dim=feat_dim,
                   rnn_size=opt.rnn_size, input_encoding_size=opt.input_encoding_size,

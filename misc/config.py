@@ -121,6 +121,7 @@ class Options:
     cbs_score_thresh: float = 0.8
     det_oracle: bool = False
     eval_max_images: int = -1
+    train_max_images: int = -1              # train on the first N training images (tests, overfitting)
     spice: bool = False                     # run SPICE when its CoreNLP jars are present
     # --- grounding targets ---------------------------------------------------------------
     pos_iou_thresh: float = 0.5

@@ -89,7 +89,7 @@ def train(opt: Options) -> dict:
                    "best_score": state["best_score"], "history": state["history"]}
         save_checkpoint(out_dir / name, payload)
 
-    train_ds = CaptionDataset(bundle, "train", train=True)
+    train_ds = CaptionDataset(bundle, "train", train=True, max_images=opt.train_max_images)
     while state["epoch"] < opt.max_epochs and not state["stop"]:
         epoch = state["epoch"]
         lr = set_lr(optimizer, opt, epoch)

@@ -1,0 +1,34 @@
+# Quick start:  make quickstart   (set up, generate the world, train, evaluate, draw captions)
+#               make test         (set up, run the test suite)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# On this project's machines torch is pinned to the wheels on disk (CUDA builds of 2.14.1 / 0.29.1).
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup java quickstart test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed java
+
+# METEOR and the PTB tokenizer need Java: install a headless JRE from Debian when it is missing.
+java:
+	@command -v java >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless) \
+	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless); }
+
+quickstart: setup
+	$(PY) main.py
+	$(PY) demo.py --demo_out visu
+	@echo "captioned pictures: visu/*.jpg"
+
+test: setup
+	$(PY) -m pytest -q -rs tests
+
+clean:
+	rm -rf $(VENV) data/world save/world visu eval_results

@@ -1,0 +1,155 @@
+"""Training: overfitting a tiny NBT, bit-identical resume after SIGKILL, DDP gradient equivalence."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, world_options
+from misc.checkpoint import load_checkpoint
+from misc.config import Options
+
+
+def cli(opt: Options, **extra) -> list[str]:
+    values = {**opt.to_dict(), **extra}
+    args = []
+    for k, v in values.items():
+        if k == "path_opt":
+            continue
+        if isinstance(v, list):
+            v = ",".join(v)
+        elif isinstance(v, dict):
+            import json
+            v = json.dumps(v)
+        args += [f"--{k}", str(v)]
+    return args
+
+
+def run_main(args, env=None, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "main.py", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_overfit_twenty_images(world_dir):
+    from misc.session import inference, train
+    opt = world_options(world_dir, id="overfit", train_max_images=20, batch_size=10, max_epochs=60,
+                        learning_rate=5e-3, seq_per_img=5, rnn_size=96, input_encoding_size=48,
+                        att_hid_size=48, att_feat_size=48, fc_feat_size=48, eval_split="")
+    run = train(opt)
+    losses = [h["loss"] for h in run["state"]["history"]]
+    print(f"\noverfit loss curve (every 10 epochs): {[round(l, 3) for l in losses[::10]]}")
+    assert losses[-1] < 0.35 * losses[0]
+    assert (world_dir / "save" / "overfit" / "tb").is_dir()           # TensorBoard scalars
+    # greedy decoding on the training images reproduces their captions, grounded
+    from misc.dataset import DataBundle
+    from misc.trainer import build_model, evaluate
+    bundle = DataBundle.load(opt)
+    model = build_model(opt, bundle, torch.device("cpu"))
+    model.load_state_dict(load_checkpoint(world_dir / "save" / "overfit" / "model.pth")["model"])
+    small = dataclasses.replace(opt, eval_max_images=20)
+    result = evaluate(model, bundle, small, torch.device("cpu"), "train", meteor=False, max_images=20, progress=False)
+    exact = sum(p["caption"] in result_refs(bundle, p["image_id"]) for p in result["predictions"])
+    print(f"overfit: {exact}/20 greedy captions equal a training caption; grounding {result['grounding']}")
+    assert exact >= 14
+    assert result["grounding"]["grounding_accuracy"] >= 0.9
+
+
+def result_refs(bundle, image_id):
+    row = next(i for i, im in enumerate(bundle.dic["images"]) if im["id"] == image_id)
+    return {" ".join(c) for c in bundle.captions[row]}
+
+
+def test_sigkill_and_resume_is_bit_identical(world_dir):
+    base = world_options(world_dir, max_epochs=2, save_every_iters=4, eval_split="", num_workers=0)
+    full = run_main(cli(base, id="full"))
+    out, _ = full.communicate(timeout=600)
+    assert full.returncode == 0, out
+    killed = run_main(cli(base, id="killed"))
+    ckpt = world_dir / "save" / "killed" / "model.pth"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] < 2, "the run finished before it could be killed"
+    print(f"\nkilled at epoch {state['epoch']} batch {state['batch_in_epoch']} iteration {state['iteration']}")
+    resumed = run_main(cli(base, id="killed", start_from=str(ckpt)))
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    a = load_checkpoint(world_dir / "save" / "full" / "model.pth")
+    b = load_checkpoint(world_dir / "save" / "killed" / "model.pth")
+    assert a["iteration"] == b["iteration"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_mcan_style_resume_by_id_and_epoch(world_dir):
+    opt = world_options(world_dir, max_epochs=1, id="mcan", eval_split="")
+    p = run_main(cli(opt))
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    assert (world_dir / "save" / "mcan" / "epoch_1.pth").is_file()
+    assert (world_dir / "save" / "mcan" / "config.yml").is_file()
+    p = run_main(cli(opt, max_epochs=2, resume_epoch=1))
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    assert load_checkpoint(world_dir / "save" / "mcan" / "model.pth")["epoch"] == 2
+
+
+def _ddp_worker(rank, world, root, port, queue):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from pathlib import Path
+    opt = world_options(Path(root))
+    grads = _grads(opt, rank, world)
+    queue.put((rank, grads))
+    torch.distributed.destroy_process_group()
+
+
+def _grads(opt, rank, world):
+    from misc.dataset import CaptionDataset, DataBundle, collate
+    from misc.losses import combine
+    from misc.trainer import batch_counts, build_model
+    bundle = DataBundle.load(opt)
+    ds = CaptionDataset(bundle, "train", train=True)
+    items = [ds[(i, 0)] for i in range(8)][rank::world]
+    batch = collate(items)
+    model = build_model(opt, bundle, torch.device("cpu"))
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    counts = torch.tensor(batch_counts(batch, opt.seq_length))
+    if world > 1:
+        torch.distributed.all_reduce(counts)
+    sums = model(batch)
+    loss = combine(sums, (1, 1, 1), float(counts[0]), float(counts[1]))
+    (loss["loss"] * world).backward()
+    raw = model.module if world > 1 else model
+    return {n: p.grad.clone() for n, p in raw.named_parameters() if p.grad is not None}
+
+
+def test_ddp_two_processes_equal_one_process(world_dir):
+    import socket
+
+    import torch.multiprocessing as mp
+    single = _grads(world_options(world_dir), 0, 1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, str(world_dir), port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    for name, g in single.items():
+        for r in (0, 1):
+            assert torch.allclose(results[r][name], g, atol=1e-6, rtol=1e-4), name
