@@ -27,9 +27,12 @@ class Captioner(nn.Module):
         conv = images if self.cached or self.backbone is None else self.backbone(images)
         return self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
 
-    def forward(self, batch: dict, ss_prob: float = 0.0) -> dict:
-        """XE loss sums (see misc.losses) - computed inside forward so DDP sees one graph."""
+    def forward(self, batch: dict, ss_prob: float = 0.0, scst=None) -> dict:
+        """XE loss sums (see misc.losses), or with `scst` the self-critical loss - computed
+        inside forward so DDP sees one graph."""
         f = self.encode(batch)
+        if scst is not None:
+            return scst.loss(self.decoder, f, batch["rows"])
         out = self.decoder(f, batch, ss_prob=ss_prob)
         return xe_loss_sums(self.decoder, out, batch)
 
@@ -46,14 +49,14 @@ def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[in
                   rnn_size=opt.rnn_size, input_encoding_size=opt.input_encoding_size,
                   att_hid_size=opt.att_hid_size, class_emb_size=opt.class_emb_size,
                   loc_emb_size=opt.loc_emb_size, drop_prob=opt.drop_prob_lm, stride=backbone.stride,
-                  image_size=opt.image_crop_size, class_vectors=class_vectors)
+                  image_size=opt.image_crop_size, class_vectors=class_vectors, grid_size=opt.grid_size)
     if opt.att_model == "topdown":
         decoder = NBTDecoder(**common)
     elif opt.att_model == "updown_plain":
         decoder = NBTDecoder(**common, pointer=False)
     elif opt.att_model in ("showtell", "aoanet"):
         from misc.baselines import build_baseline
-        decoder = build_baseline(opt.att_model, **common)
+        decoder = build_baseline(opt.att_model, heads=opt.aoa_heads, refine_layers=opt.aoa_refine_layers, **common)
     else:
         raise ValueError(f"unknown att_model '{opt.att_model}' (topdown, updown_plain, showtell, aoanet)")
     return Captioner(None if opt.cached_features else backbone, decoder, cached=bool(opt.cached_features))

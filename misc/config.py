@@ -61,8 +61,11 @@ class Options:
     image_size: int = 576
     image_crop_size: int = 512
     max_proposal: int = 100
+    grid_size: int = 0                      # average-pool the attention grid to this size (0 = as is)
     class_emb_size: int = 300
     loc_emb_size: int = 300
+    aoa_heads: int = 8                      # AoANet baseline (published settings)
+    aoa_refine_layers: int = 6
     glove_path: str = ""                    # GloVe txt (word v1 ... v300); "" = learned embeddings
     # --- optimisation ------------------------------------------------------------------
     max_epochs: int = 30
@@ -72,7 +75,9 @@ class Options:
     drop_prob_lm: float = 0.5
     self_critical: bool = False
     self_critical_after: int = -1           # epoch after which SCST replaces XE (-1 = never)
-    train_sample_n: int = 5
+    train_sample_n: int = 5                 # SCST samples per image
+    scst_baseline: str = "greedy"           # greedy | mean (of the other samples: "new self-critical")
+    scst_learning_rate: float = 2e-5        # AoANet's SCST learning rate
     seq_per_img: int = 5
     seq_length: int = 20
     beam_size: int = 1

@@ -87,6 +87,8 @@ class CaptionDataset(Dataset):
             raise DataError(f"{self.opt.input_dic}: split '{split}' has no images")
         self._h5 = None
         self._feats = None
+        # only NBT has visual slots; the baselines read every caption as plain words
+        self.visual_slots = self.opt.att_model == "topdown"
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -176,7 +178,7 @@ class CaptionDataset(Dataset):
         n_visual = n_grounded = 0
         for s, k in enumerate(chosen):
             tokens = caps[int(k)]
-            visual = {v.pos: v for v in self.b.matcher.match(tokens, present)}
+            visual = {v.pos: v for v in self.b.matcher.match(tokens, present)} if self.visual_slots else {}
             t = i = 0
             while i < len(tokens) and t < L:
                 v = visual.get(i)

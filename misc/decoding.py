@@ -69,9 +69,9 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
     k = 0 if constraints is None else constraints.shape[1]
     NS = 1 << k
     N = B * NS * K
-    device = f["fc"].device
+    device = f["region_mask"].device
     fx = expand_features(f, NS * K)
-    state = decoder.init_state(N, fx["fc"])
+    state = decoder.init_state(fx)
     tokens_in = torch.zeros(N, dtype=torch.long, device=device)
     pointed = torch.zeros(N, R, dtype=torch.bool, device=device)
     finished = torch.zeros(N, dtype=torch.bool, device=device)
@@ -148,7 +148,7 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
             rows = is_region.nonzero().flatten()
             region_feat = fx["regions"][rows, r[rows]]
             cls = fx["region_cls"][rows, r[rows]]
-            pl, fl = decoder.slot_logp(fx, state[2][rows], region_feat, cls)
+            pl, fl = decoder.slot_logp(fx, decoder.output_state(state)[rows], region_feat, cls)
             plural_t[rows] = pl.argmax(-1)
             fine_t[rows] = fl.argmax(-1)
             pointed[rows, r[rows]] = True
@@ -199,10 +199,10 @@ def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, tempera
     B = f["batch"]
     V = decoder.vocab_size
     R = f["region_mask"].shape[1]
-    state = decoder.init_state(B, f["fc"])
-    tokens_in = torch.zeros(B, dtype=torch.long, device=f["fc"].device)
-    pointed = torch.zeros(B, R, dtype=torch.bool, device=f["fc"].device)
-    done = torch.zeros(B, dtype=torch.bool, device=f["fc"].device)
+    state = decoder.init_state(f)
+    tokens_in = torch.zeros(B, dtype=torch.long, device=f["region_mask"].device)
+    pointed = torch.zeros(B, R, dtype=torch.bool, device=f["region_mask"].device)
+    done = torch.zeros(B, dtype=torch.bool, device=f["region_mask"].device)
     out = [Decoded([], [], [], 0.0) for _ in range(B)]
     for t in range(max_len):
         word_lp, region_lp, state = decoder.step(tokens_in, f, state, pointed if R else None)
@@ -215,7 +215,8 @@ def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, tempera
         fine = torch.full((B,), -1, dtype=torch.long, device=tok.device)
         if is_region.any():
             rows = is_region.nonzero().flatten()
-            pl, fl = decoder.slot_logp(f, state[2][rows], f["regions"][rows, r[rows]], f["region_cls"][rows, r[rows]])
+            pl, fl = decoder.slot_logp(f, decoder.output_state(state)[rows], f["regions"][rows, r[rows]],
+                                       f["region_cls"][rows, r[rows]])
             plural[rows], fine[rows] = pl.argmax(-1), fl.argmax(-1)
             pointed[rows, r[rows]] = True
         for b in range(B):

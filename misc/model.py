@@ -17,20 +17,21 @@ import torch
 from torch import nn
 
 from misc.attention import AdditiveAttention
-from misc.regions import RegionEncoder, expand_features
+from misc.decoder_base import CaptionDecoder
+from misc.regions import RegionEncoder
 from misc.slot_heads import SlotHeads
 
 NEG = -1e4    # masked log-probability (finite, so fp16 / bf16 stay finite)
 
 
-class NBTDecoder(nn.Module):
+class NBTDecoder(CaptionDecoder):
     has_pointer = True
 
     def __init__(self, *, vocab_size: int, num_classes: int, fg_class: list[int], feat_dim: int,
                  rnn_size: int = 1024, input_encoding_size: int = 512, att_hid_size: int = 512,
                  class_emb_size: int = 300, loc_emb_size: int = 300, drop_prob: float = 0.5,
                  stride: int = 32, image_size: int = 512, pointer: bool = True,
-                 class_vectors: torch.Tensor | None = None):
+                 class_vectors: torch.Tensor | None = None, grid_size: int = 0):
         super().__init__()
         H, E, A = rnn_size, input_encoding_size, att_hid_size
         self.vocab_size, self.num_classes, self.rnn_size = vocab_size, num_classes, H
@@ -38,7 +39,7 @@ class NBTDecoder(nn.Module):
         self.regions = RegionEncoder(feat_dim=feat_dim, num_classes=num_classes, rnn_size=H,
                                      class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
                                      drop_prob=drop_prob, stride=stride, image_size=image_size,
-                                     class_vectors=class_vectors)
+                                     class_vectors=class_vectors, grid_size=grid_size)
         self.embed = nn.Sequential(nn.Embedding(vocab_size + num_classes + 1, E), nn.ReLU(), nn.Dropout(drop_prob))
         self.att_lstm = nn.LSTMCell(H + E, H)
         self.att_grid = AdditiveAttention(query_size=H, key_size=H, hidden=A)
@@ -62,8 +63,8 @@ class NBTDecoder(nn.Module):
             f["pointer_keys"] = self.pointer.project(f["regions"])         # (B, R, A)
         return f
 
-    def init_state(self, n: int, ref: torch.Tensor) -> tuple:
-        z = ref.new_zeros(n, self.rnn_size)
+    def init_state(self, f: dict) -> tuple:
+        z = f["fc"].new_zeros(f["batch"], self.rnn_size)
         return (z, z, z, z)                                                 # h_att c_att h_lang c_lang
 
     # -- one step -------------------------------------------------------------------------
@@ -106,37 +107,3 @@ class NBTDecoder(nn.Module):
         emb = self.embed[0].weight
         emb[self.vocab_size + novel] = emb[self.vocab_size + seen]
 
-    # -- teacher forcing ------------------------------------------------------------------
-    def forward(self, f: dict, batch: dict, ss_prob: float = 0.0) -> dict:
-        """Per-step outputs for the targets of `batch` (B, S, L); returns log-probs."""
-        words, vis = batch["words"], batch["vis_cls"]
-        B, S, L = words.shape
-        f = expand_features(f, S)
-        words, vis = words.reshape(B * S, L), vis.reshape(B * S, L)
-        inputs = torch.cat([words.new_zeros(B * S, 1), self.input_tokens(words, vis)], 1)  # (BS, L+1)
-        state = self.init_state(B * S, f["fc"])
-        word_out, region_out, h_out = [], [], []
-        for t in range(L + 1):
-            if t > 0 and (inputs[:, t] == 0).all():   # every caption has ended: EOS was predicted
-                break
-            tok = inputs[:, t]
-            if t > 0 and ss_prob > 0 and self.training:
-                tok = self._scheduled_sample(tok, word_out[-1], region_out[-1], f, ss_prob)
-            w, r, state = self.step(tok, f, state)
-            word_out.append(w)
-            region_out.append(r)
-            h_out.append(state[2])
-        return {"word_logp": torch.stack(word_out, 1), "region_logp": torch.stack(region_out, 1),
-                "h_lang": torch.stack(h_out, 1), "features": f}
-
-    def _scheduled_sample(self, tok, word_logp, region_logp, f, prob):
-        """Replace some inputs by the model's own previous prediction (word or pointed region)."""
-        use = torch.rand(tok.shape[0], device=tok.device) < prob
-        if not use.any():
-            return tok
-        both = torch.cat([word_logp, region_logp], -1).detach()
-        pred = both.argmax(-1)
-        is_region = pred >= self.vocab_size
-        region_cls = f["region_cls"].gather(1, (pred - self.vocab_size).clamp(min=0)[:, None]).squeeze(1)
-        own = torch.where(is_region, self.vocab_size + region_cls, pred)
-        return torch.where(use, own, tok)

@@ -11,9 +11,9 @@ from pooling.roi_align import pool_regions
 class RegionEncoder(nn.Module):
     def __init__(self, *, feat_dim: int, num_classes: int, rnn_size: int, class_emb_size: int,
                  loc_emb_size: int, drop_prob: float, stride: int, image_size: int,
-                 class_vectors: torch.Tensor | None = None):
+                 class_vectors: torch.Tensor | None = None, grid_size: int = 0):
         super().__init__()
-        self.stride, self.image_size = stride, image_size
+        self.stride, self.image_size, self.grid_size = stride, image_size, grid_size
         self.class_emb = nn.Embedding(num_classes + 1, class_emb_size)     # row 0: padding
         if class_vectors is not None:                                      # GloVe, frozen
             self.class_emb.weight.data.copy_(class_vectors)
@@ -28,8 +28,10 @@ class RegionEncoder(nn.Module):
     def forward(self, conv: torch.Tensor, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
         """conv (B, D, h, w); proposals (B, R, 6) x1 y1 x2 y2 class score; prop_mask (B, R)."""
         B = conv.shape[0]
+        pooled = pool_regions(conv, proposals[..., :4], self.stride)       # (B, R, D) at full resolution
+        if self.grid_size and conv.shape[-1] > self.grid_size:             # cheaper attention grid
+            conv = torch.nn.functional.adaptive_avg_pool2d(conv, self.grid_size)
         grid = conv.flatten(2).transpose(1, 2)                             # (B, h*w, D)
-        pooled = pool_regions(conv, proposals[..., :4], self.stride)       # (B, R, D)
         loc = torch.cat([proposals[..., :4] / self.image_size, proposals[..., 5:6]], -1)   # (B, R, 5)
         cls = proposals[..., 4].long().clamp(min=0) * prop_mask
         region = torch.cat([pooled, self.loc(loc.to(pooled.dtype)), self.cls_act(self.class_emb(cls))], -1)

@@ -14,11 +14,12 @@ from misc.config import Options
 from misc.dataset import CaptionDataset, DataBundle
 from misc.io import DataError, atomic_write_json
 from misc.trainer import (apply_noc_word_map, build_model, build_optimizer, evaluate, format_table,
-                          make_loader, set_lr, setup_runtime, train_one_epoch)
+                          make_loader, scst_active, set_lr, setup_runtime, train_one_epoch)
 
 # Options that define the network: taken from a checkpoint when one is loaded for inference.
 MODEL_KEYS = ("att_model", "cnn_backend", "rnn_size", "input_encoding_size", "att_hid_size", "att_feat_size",
-              "fc_feat_size", "class_emb_size", "loc_emb_size", "image_crop_size", "drop_prob_lm")
+              "fc_feat_size", "class_emb_size", "loc_emb_size", "image_crop_size", "drop_prob_lm",
+              "aoa_heads", "aoa_refine_layers", "grid_size")
 
 
 def run_id(opt: Options) -> str:
@@ -90,6 +91,9 @@ def train(opt: Options) -> dict:
         save_checkpoint(out_dir / name, payload)
 
     train_ds = CaptionDataset(bundle, "train", train=True, max_images=opt.train_max_images)
+    if opt.self_critical or opt.self_critical_after >= 0:
+        from misc.scst import SelfCritical
+        state["scst"] = SelfCritical(bundle, opt)
     while state["epoch"] < opt.max_epochs and not state["stop"]:
         epoch = state["epoch"]
         lr = set_lr(optimizer, opt, epoch)
@@ -102,8 +106,12 @@ def train(opt: Options) -> dict:
             save("model.pth")
             break
         state["epoch"], state["batch_in_epoch"] = epoch + 1, 0
-        line = f"epoch {epoch}: loss {stats['loss']:.3f} (lm {stats['lm']:.3f} bn {stats['bn']:.3f} " \
-               f"fg {stats['fg']:.3f}) lr {lr:.2e} {time.time() - t0:.0f}s"
+        if scst_active(opt, epoch):
+            line = f"epoch {epoch} (SCST): loss {stats['loss']:.3f} reward {stats['lm']:.3f} " \
+                   f"baseline {stats['bn']:.3f} lr {lr:.2e} {time.time() - t0:.0f}s"
+        else:
+            line = f"epoch {epoch}: loss {stats['loss']:.3f} (lm {stats['lm']:.3f} bn {stats['bn']:.3f} " \
+                   f"fg {stats['fg']:.3f}) lr {lr:.2e} {time.time() - t0:.0f}s"
         record = {"epoch": epoch, **stats}
         if rank == 0 and opt.val_every_epoch > 0 and (epoch + 1) % opt.val_every_epoch == 0:
             result = evaluate(eval_copy(raw, opt, bundle), bundle, opt, device, opt.val_split, meteor=False,
@@ -132,7 +140,7 @@ def train(opt: Options) -> dict:
         print(f"warning: {len(state['skipped'])} unreadable images skipped (e.g. {state['skipped'][0]})")
     if writer is not None:
         writer.close()
-    return {"dir": str(out_dir), "state": {k: v for k, v in state.items() if k != "skipped"}}
+    return {"dir": str(out_dir), "state": {k: v for k, v in state.items() if k not in ("skipped", "scst")}}
 
 
 def eval_copy(raw, opt, bundle):

@@ -102,8 +102,17 @@ def build_optimizer(opt, model) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optim '{opt.optim}' (adam, adamax, sgd)")
 
 
+def scst_active(opt, epoch: int) -> bool:
+    return opt.self_critical or (opt.self_critical_after >= 0 and epoch >= opt.self_critical_after)
+
+
 def set_lr(optimizer, opt, epoch: int) -> float:
-    """lr x decay_rate every `decay_every` epochs from `decay_start` (0-based epochs)."""
+    """lr x decay_rate every `decay_every` epochs from `decay_start` (0-based epochs); SCST runs
+    at the constant `scst_learning_rate` (AoANet recipe)."""
+    if scst_active(opt, epoch):
+        for g in optimizer.param_groups:
+            g["lr"] = opt.scst_learning_rate
+        return opt.scst_learning_rate
     factor = 1.0
     if opt.learning_rate_decay_start >= 0 and epoch >= opt.learning_rate_decay_start:
         factor = opt.learning_rate_decay_rate ** ((epoch - opt.learning_rate_decay_start) // opt.learning_rate_decay_every)
@@ -136,6 +145,7 @@ def train_one_epoch(model, optimizer, scaler, loader, opt, device, *, epoch: int
     bar = tqdm(total=len(loader), desc=f"epoch {epoch}", leave=False,
                disable=None if state.get("progress", True) else True)
     prob = ss_prob(opt, epoch)
+    scst = state.get("scst") if scst_active(opt, epoch) else None
     while True:
         window = [b for b in (next(it, None) for _ in range(opt.grad_accum)) if b is not None]
         if not window:
@@ -151,9 +161,14 @@ def train_one_epoch(model, optimizer, scaler, loader, opt, device, *, epoch: int
             for b in window:
                 b = to_device(b, device)
                 with autocast(device, opt):
-                    sums = model(b, ss_prob=prob)
-                loss = combine(sums, weights, float(counts[0]), float(counts[1]))
-                scaler.scale(loss["loss"] * world).backward()
+                    out = model(b, ss_prob=prob, scst=scst)
+                if scst is None:
+                    loss = combine(out, weights, float(counts[0]), float(counts[1]))
+                    scaler.scale(loss["loss"] * world).backward()
+                else:
+                    zero = out["loss"].detach() * 0
+                    loss = {"loss": out["loss"], "lm": zero + out["reward"], "bn": zero + out["baseline"], "fg": zero}
+                    scaler.scale(out["loss"] / len(window)).backward()
                 for k in ("loss", "lm", "bn", "fg"):
                     totals[k] += float(loss[k].detach())
             scaler.unscale_(optimizer)

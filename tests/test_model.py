@@ -93,7 +93,7 @@ def test_backbone_fixed_block_and_frozen_bn():
 def test_step_output_is_a_distribution():
     dec = tiny_decoder()
     f, _, mask = features(dec)
-    wl, rl, state = dec.step(torch.zeros(3, dtype=torch.long), f, dec.init_state(3, f["fc"]))
+    wl, rl, state = dec.step(torch.zeros(3, dtype=torch.long), f, dec.init_state(f))
     assert wl.shape == (3, V) and rl.shape == (3, 5)
     total = torch.logsumexp(torch.cat([wl, rl], -1), -1)
     assert torch.allclose(total, torch.zeros(3), atol=1e-5)
@@ -188,3 +188,28 @@ def test_cbs_unsatisfiable_returns_best_partial_with_warning():
     with pytest.warns(UserWarning, match="no caption meets all"):
         out = beam_search(dec, f, beam_size=2, max_len=2, constraints=cons)
     assert out[0].satisfied == 2 and out[0].n_constraints == 3
+
+
+@pytest.mark.parametrize("name", ["showtell", "aoanet"])
+def test_baselines_shapes_decode_and_never_point(name):
+    from misc.baselines import build_baseline
+    torch.manual_seed(0)
+    dec = build_baseline(name, vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+                         input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
+                         drop_prob=0.0, stride=8, image_size=64, heads=2, refine_layers=2).eval()
+    _, props, mask = features(tiny_decoder(), B=2)
+    f = dec.encode(torch.randn(2, 8, 8, 8), props, mask)
+    wl, rl, _ = dec.step(torch.zeros(2, dtype=torch.long), f, dec.init_state(f))
+    assert wl.shape == (2, V) and rl.shape == (2, 0)
+    assert torch.allclose(wl.exp().sum(-1), torch.ones(2), atol=1e-5)
+    outs = beam_search(dec, f, beam_size=2, max_len=8)
+    assert all(t < V for d in outs for t in d.tokens)
+    g = greedy(dec, f, max_len=8)
+    assert [d.tokens for d in g] == [d.tokens for d in beam_search(dec, f, beam_size=1, max_len=8)]
+    words = torch.tensor([[[3, 4, 0]], [[5, 0, 0]]])
+    dec.train()
+    out = dec(f, {"words": words, "vis_cls": torch.zeros_like(words)})
+    sums = xe_loss_sums(dec, out, {"words": words, "vis_cls": torch.zeros_like(words),
+                                   "pos": torch.zeros(2, 1, 3, 5, dtype=torch.bool)})
+    assert int(sums["n_tokens"]) == 5 and torch.isfinite(sums["lm"])
+    sums["lm"].backward()

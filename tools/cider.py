@@ -1,21 +1,192 @@
-"""CIDEr-D: document frequencies of reference n-grams (the SCST cache)."""
+"""CIDEr-D, vectorised with numpy: the SCST reward and a fast evaluation metric.
+
+Same definition as coco-caption / pycocoevalcap's `Cider` (which is CIDEr-D): n = 1..4, tf-idf
+vectors with idf = log(#images) - log(max(1, df)), clipped overlap min(h, r) * r, cosine per n,
+Gaussian length penalty (sigma 6, lengths counted in bigrams as coco-caption does), mean over n,
+mean over references, x10. Document frequencies come from the training references (cached by
+prepro as JSON) or, in corpus mode, from the references being scored.
+
+No per-sentence dictionaries: sentences are integer arrays, every n-gram gets an int64 code
+(base-V digits of its word ids, times 4, plus n - 1), sentence vectors are (row, code, count)
+triples, and all (hypothesis, reference) pairs are scored at once by sorted-key intersection and
+bincount. In SCST the references of an image are encoded once and cached.
+"""
 from __future__ import annotations
 
 import math
 from collections import Counter
 
+import numpy as np
 
-def ngrams(tokens: list[str], n_max: int = 4) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for n in range(1, n_max + 1) for i in range(len(tokens) - n + 1))
+N_MAX = 4
+SIGMA = 6.0
 
 
-def document_frequency(refs: list[list[str]], n_max: int = 4) -> dict:
+def document_frequency(refs: list[list[str]], n_max: int = N_MAX) -> dict:
     """refs: per image, its reference sentences (space-joined tokens) ->
     {"ref_len": log(#images), "df": {"w1 w2": count}} (JSON friendly, unlike the original's pickle)."""
     df: Counter = Counter()
     for sents in refs:
         seen = set()
         for s in sents:
-            seen.update(ngrams(s.split(), n_max))
-        df.update(" ".join(g) for g in seen)
+            t = s.split()
+            seen.update(" ".join(t[i:i + n]) for n in range(1, n_max + 1) for i in range(len(t) - n + 1))
+        df.update(seen)
     return {"ref_len": math.log(float(max(len(refs), 1))), "df": dict(df)}
+
+
+def gram_table(tokens: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """tokens (S, L) int64, word ids >= 1, 0 = padding ->
+    rows, codes, counts (one entry per distinct n-gram of a sentence, sorted by row then code),
+    and lengths (S,) in bigrams."""
+    S, L = tokens.shape
+    valid = tokens > 0
+    lengths = np.maximum(valid.sum(1) - 1, 0).astype(np.float64)
+    all_rows, all_codes = [], []
+    code = np.zeros((S, L), np.int64)
+    ok = np.ones((S, L), bool)
+    for n in range(1, N_MAX + 1):
+        width = L - n + 1
+        if width <= 0:
+            break
+        code = code[:, :width] * base + tokens[:, n - 1:n - 1 + width]          # (S, width)
+        ok = ok[:, :width] & valid[:, n - 1:n - 1 + width]
+        r, c = np.nonzero(ok)
+        all_rows.append(r)
+        all_codes.append(code[r, c] * N_MAX + (n - 1))
+    rows = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
+    codes = np.concatenate(all_codes) if all_codes else np.zeros(0, np.int64)
+    order = np.lexsort((codes, rows))                                         # by row, then code
+    rows, codes = rows[order], codes[order]
+    first = np.ones(len(rows), bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (codes[1:] != codes[:-1])
+    idx = np.flatnonzero(first)
+    counts = np.diff(np.append(idx, len(rows))).astype(np.float64)
+    return rows[idx], codes[idx], counts, lengths
+
+
+class CiderD:
+    def __init__(self, df: dict | None = None, word_to_ix: dict[str, int] | None = None):
+        """df: `document_frequency` output (training references); None = corpus mode.
+        word_to_ix: the model vocabulary, for `score_ids` (SCST) with cached references."""
+        self.df = df
+        self.base = (max(word_to_ix.values()) + 1) if word_to_ix else 0
+        self._ref_cache: dict = {}
+        if df is not None and word_to_ix:
+            codes, values = [], []
+            for gram, count in df["df"].items():
+                ids = [word_to_ix.get(w, 0) for w in gram.split()]
+                if 0 in ids or len(ids) > N_MAX:
+                    continue
+                c = 0
+                for i in ids:
+                    c = c * self.base + i
+                codes.append(c * N_MAX + len(ids) - 1)
+                values.append(count)
+            order = np.argsort(codes)
+            self._df_codes = np.array(codes, np.int64)[order]
+            self._df_values = np.array(values, np.float64)[order]
+
+    # -- strings (evaluation, parity with pycocoevalcap) -----------------------------------
+    def compute_score(self, hyps: list[str], refs: list[list[str]]) -> tuple[float, np.ndarray]:
+        """hyps[i]: one tokenised caption; refs[i]: its references -> (mean, per-caption scores)."""
+        assert len(hyps) == len(refs), "one reference list per hypothesis"
+        vocab: dict[str, int] = {}
+        sents = [s.split() for s in hyps] + [r.split() for rs in refs for r in rs]
+        L = max([len(s) for s in sents] + [1])
+        tokens = np.zeros((len(sents), L), np.int64)
+        for i, s in enumerate(sents):
+            tokens[i, :len(s)] = [vocab.setdefault(w, len(vocab) + 1) for w in s]
+        base = len(vocab) + 1
+        rows, codes, counts, lengths = gram_table(tokens, base)
+        uniq, inverse = np.unique(codes, return_inverse=True)
+        if self.df is None:
+            df_table = document_frequency(refs)
+        else:
+            df_table = self.df
+        words = {i: w for w, i in vocab.items()}
+        df_vals = np.array([df_table["df"].get(_decode(c, base, words), 0.0) for c in uniq], np.float64)
+        idf = df_table["ref_len"] - np.log(np.maximum(1.0, df_vals))
+        n_refs = np.array([len(r) for r in refs])
+        scores = _pair_scores((rows, codes, counts * idf[inverse], lengths), len(hyps), n_refs)
+        return float(scores.mean()) if len(scores) else 0.0, scores
+
+    # -- word ids (SCST) ---------------------------------------------------------------------
+    def idf(self, codes: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(self._df_codes, codes)
+        k = np.minimum(k, len(self._df_codes) - 1)
+        found = self._df_codes[k] == codes
+        df = np.where(found, self._df_values[k], 0.0)
+        return self.df["ref_len"] - np.log(np.maximum(1.0, df))
+
+    def _refs(self, key, refs: dict):
+        if key not in self._ref_cache:
+            rows, codes, counts, lengths = gram_table(refs[key], self.base)
+            self._ref_cache[key] = (rows, codes, counts * self.idf(codes), lengths, len(refs[key]))
+        return self._ref_cache[key]
+
+    def score_ids(self, hyps: np.ndarray, keys: list, refs: dict) -> np.ndarray:
+        """hyps (N, L) word ids (0 = padding / after EOS); keys[i]: image of hypothesis i;
+        refs[key]: (R, L') word ids of its references (encoded once, then cached)."""
+        assert self.df is not None and self.base, "score_ids needs df and word_to_ix"
+        h_rows, h_codes, h_counts, h_len = gram_table(hyps, self.base)
+        parts = [(h_rows, h_codes, h_counts * self.idf(h_codes), h_len)]
+        offset = len(hyps)
+        n_refs = []
+        for k in keys:
+            r_rows, r_codes, r_vals, r_len, n = self._refs(k, refs)
+            parts.append((r_rows + offset, r_codes, r_vals, r_len))
+            offset += n
+            n_refs.append(n)
+        table = tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
+        return _pair_scores(table, len(hyps), np.array(n_refs))
+
+
+def _decode(code: int, base: int, words: dict[int, str]) -> str:
+    n = int(code) % N_MAX + 1
+    c = int(code) // N_MAX
+    ids = []
+    for _ in range(n):
+        c, i = divmod(c, base)
+        ids.append(i)
+    return " ".join(words[i] for i in reversed(ids))
+
+
+def _pair_scores(table, n_hyps: int, n_refs: np.ndarray) -> np.ndarray:
+    """table: rows, codes, tf-idf values, lengths over hypotheses (rows 0..n_hyps-1) followed by
+    each hypothesis's references in order -> per-hypothesis CIDEr-D."""
+    rows, codes, vals, lengths = table
+    S = len(lengths)
+    if len(rows) > 1 and np.any(rows[1:] < rows[:-1]):
+        order = np.argsort(rows, kind="stable")
+        rows, codes, vals = rows[order], codes[order], vals[order]
+    n_of = codes % N_MAX
+    norms = np.sqrt(np.bincount(rows * N_MAX + n_of, weights=vals ** 2, minlength=S * N_MAX)).reshape(S, N_MAX)
+    pair_h = np.repeat(np.arange(n_hyps), n_refs)
+    pair_r = n_hyps + np.arange(int(n_refs.sum()))
+    P = len(pair_h)
+    starts = np.searchsorted(rows, np.arange(S + 1))
+    h_sel, h_pair = _expand(starts, pair_h)
+    r_sel, r_pair = _expand(starts, pair_r)
+    _, dense = np.unique(codes, return_inverse=True)                       # small keys: no overflow
+    span = int(dense.max()) + 1 if len(dense) else 1
+    h_key, r_key = h_pair * span + dense[h_sel], r_pair * span + dense[r_sel]
+    _, hi, ri = np.intersect1d(h_key, r_key, assume_unique=True, return_indices=True)
+    vh, vr = vals[h_sel[hi]], vals[r_sel[ri]]
+    overlap = np.bincount(h_pair[hi] * N_MAX + n_of[h_sel[hi]], weights=np.minimum(vh, vr) * vr,
+                          minlength=P * N_MAX).reshape(P, N_MAX)
+    denom = norms[pair_h] * norms[pair_r]
+    sim = np.where(denom != 0, overlap / np.where(denom != 0, denom, 1.0), overlap)
+    delta = lengths[pair_h] - lengths[pair_r]
+    sim = sim * np.exp(-(delta ** 2) / (2 * SIGMA ** 2))[:, None]
+    per_pair = sim.mean(1)
+    return np.bincount(pair_h, weights=per_pair, minlength=n_hyps) / np.maximum(n_refs, 1) * 10.0
+
+
+def _expand(starts: np.ndarray, sentence_of_pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Entry indices of each pair's sentence, and the pair index of each entry."""
+    lo, hi = starts[sentence_of_pair], starts[sentence_of_pair + 1]
+    sizes = hi - lo
+    pair = np.repeat(np.arange(len(sentence_of_pair)), sizes)
+    offsets = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.repeat(lo, sizes) + offsets, pair
