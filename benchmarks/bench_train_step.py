@@ -36,12 +36,13 @@ def main():
     device = torch.device(args.device)
     opt = world_options(cuda=args.device != "cpu")
     bundle = DataBundle.load(opt)
-    ds = CaptionDataset(bundle, "train", train=True)
-    batch = collate([ds[(i, 0)] for i in range(opt.batch_size)])
-    batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
     times = {}
     for name in ("topdown", "updown_plain"):
         o = dataclasses.replace(opt, att_model=name)
+        # the same images and captions; the plain decoder reads the visual words as words
+        ds = CaptionDataset(bundle, "train", train=True, visual_slots=name == "topdown")
+        batch = collate([ds[(i, 0)] for i in range(opt.batch_size)])
+        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         model = build_model(o, bundle, device).train()
         optimizer = build_optimizer(o, model)
         n = sum(p.numel() for p in model.parameters())

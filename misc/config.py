@@ -118,6 +118,7 @@ class Options:
     checkpoint_path: str = "save"
     load_best_score: bool = True
     disp_interval: int = 100
+    keep_epoch_checkpoints: int = 3         # epoch_<n>.pth files kept (-1 = all, 0 = none)
     save_every_iters: int = 0               # also checkpoint mid-epoch every N iterations (0 = off)
     max_iters: int = -1                     # stop after N iterations (tests, benchmarks)
     cbs: bool = False

@@ -76,7 +76,8 @@ def held_out_classes(dic: dict, classes: ClassNames) -> list[int]:
 
 
 class CaptionDataset(Dataset):
-    def __init__(self, bundle: DataBundle, split: str, *, train: bool, max_images: int = -1):
+    def __init__(self, bundle: DataBundle, split: str, *, train: bool, max_images: int = -1,
+                 visual_slots: bool | None = None):
         self.b = bundle
         self.opt = bundle.opt
         self.train = train
@@ -88,7 +89,7 @@ class CaptionDataset(Dataset):
         self._h5 = None
         self._feats = None
         # only NBT has visual slots; the baselines read every caption as plain words
-        self.visual_slots = self.opt.att_model == "topdown"
+        self.visual_slots = self.opt.att_model == "topdown" if visual_slots is None else visual_slots
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -146,7 +147,7 @@ class CaptionDataset(Dataset):
         gt, gt_cls, gt_fine, gt_group = gt[keep_gt], gt_cls[keep_gt], gt_fine[keep_gt], gt_group[keep_gt]
         keep_p = box_area(props) > 0
         props = props[keep_p][: self.opt.max_proposal]
-        targets = self.encode_captions(row, props, gt, gt_cls, rng)
+        targets = self.encode_captions(row, props, gt, gt_cls, rng, gt_fine)
         return {"image": image, "proposals": torch.from_numpy(props), "gt": torch.from_numpy(
             np.concatenate([gt, gt_cls[:, None], gt_fine[:, None], gt_group[:, None]], 1).astype(np.float32)),
                 "image_id": image_id, "row": row, **targets}
@@ -154,7 +155,7 @@ class CaptionDataset(Dataset):
     def _cached_size(self, row):
         return self._feats.size(row)
 
-    def encode_captions(self, row, props, gt, gt_cls, rng) -> dict:
+    def encode_captions(self, row, props, gt, gt_cls, rng, gt_fine=None) -> dict:
         opt, vocab = self.opt, self.b.vocab
         caps = [c for c in self.b.captions[row] if c] or [[]]
         S, L, R = opt.seq_per_img, opt.seq_length, len(props)
@@ -166,10 +167,16 @@ class CaptionDataset(Dataset):
         iou = box_iou(props[:, :4], gt) if R else np.zeros((0, len(gt)), np.float32)
         det_cls = props[:, 4].astype(np.int64) if R else np.zeros(0, np.int64)
         score_ok = props[:, 5] >= opt.pos_score_thresh if R else np.zeros(0, bool)
-        pos_by_cls: dict[int, np.ndarray] = {}
-        for c in present:
-            hit = (iou[:, gt_cls == c] > opt.pos_iou_thresh).any(1) if R else np.zeros(0, bool)
-            pos_by_cls[c] = hit & score_ok & (det_cls == c)
+        gt_fine = np.full(len(gt_cls), -1) if gt_fine is None else gt_fine
+
+        def positives(c: int, fine: int) -> np.ndarray:
+            """Proposals of class c over a GT box of class c; when the GT knows fine-grained kinds
+            (the built-in world) and the word names one, only boxes of that kind."""
+            boxes = gt_cls == c
+            if (gt_fine[boxes] == fine).any():
+                boxes = boxes & (gt_fine == fine)
+            hit = (iou[:, boxes] > opt.pos_iou_thresh).any(1) if R else np.zeros(0, bool)
+            return hit & score_ok & (det_cls == c)
         words = np.zeros((S, L), np.int64)
         vis = np.zeros((S, L), np.int64)
         plural = np.zeros((S, L), np.int64)
@@ -184,7 +191,7 @@ class CaptionDataset(Dataset):
                 v = visual.get(i)
                 if v is not None:
                     n_visual += 1
-                    mask = pos_by_cls[v.cls]
+                    mask = positives(v.cls, v.fg)
                     if mask.any():
                         n_grounded += 1
                         words[s, t] = vocab.encode(tokens[i + v.length - 1])   # fallback / reference

@@ -41,15 +41,19 @@ def xe_loss_sums(model, out: dict, batch: dict) -> dict:
         p = pos_t[rows, steps]                                              # (n, R)
         lp = region_logp[rows, steps].masked_fill(~p, float("-inf"))
         lm = lm - torch.logsumexp(lp, -1).sum()
+        # Slot heads: each positive region on its own, weighted 1 / #positives. The original fed
+        # the *mean* of the positive regions' features, while inference sees one pointed region:
+        # with several positives ("three rings") the mean is a shortcut to "plural" that is absent
+        # at test time.
         f = out["features"]
-        weights = p.float() / p.float().sum(-1, keepdim=True)               # mean of the positives
-        region_feat = torch.bmm(weights[:, None].to(f["regions"].dtype), f["regions"][rows]).squeeze(1)
-        cls = vis_t[rows, steps]
-        plural_lp, fine_lp = model.slot_logp(f, out["h_lang"][rows, steps], region_feat, cls)
-        plural_t = torch.cat([batch["plural"].reshape(N, L), vis.new_zeros(N, 1)], 1)[:, :T][rows, steps]
-        fg_t = torch.cat([batch["fg"].reshape(N, L), vis.new_zeros(N, 1)], 1)[:, :T][rows, steps]
-        sums["bn"] = -plural_lp.gather(1, plural_t[:, None]).sum()
-        sums["fg"] = -fine_lp.gather(1, fg_t[:, None]).sum()
+        tok, reg = p.nonzero(as_tuple=True)                                 # (pairs,)
+        weight = 1.0 / p.sum(-1).float()[tok]
+        cls = vis_t[rows, steps][tok]
+        plural_lp, fine_lp = model.slot_logp(f, out["h_lang"][rows, steps][tok], f["regions"][rows[tok], reg], cls)
+        plural_t = torch.cat([batch["plural"].reshape(N, L), vis.new_zeros(N, 1)], 1)[:, :T][rows, steps][tok]
+        fg_t = torch.cat([batch["fg"].reshape(N, L), vis.new_zeros(N, 1)], 1)[:, :T][rows, steps][tok]
+        sums["bn"] = -(plural_lp.gather(1, plural_t[:, None]).squeeze(1) * weight).sum()
+        sums["fg"] = -(fine_lp.gather(1, fg_t[:, None]).squeeze(1) * weight).sum()
     sums["lm"] = lm
     return sums
 

@@ -69,6 +69,8 @@ def train(opt: Options) -> dict:
         set_rng_state(ckpt["rng"])
     raw = model
     if world > 1:
+        if device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     out_dir = checkpoint_dir(opt)
@@ -135,7 +137,11 @@ def train(opt: Options) -> dict:
         if rank == 0:
             print(line, flush=True)
         save("model.pth")
-        save(f"epoch_{epoch + 1}.pth")
+        if opt.keep_epoch_checkpoints and rank == 0:
+            save(f"epoch_{epoch + 1}.pth")
+            old = epoch + 1 - opt.keep_epoch_checkpoints
+            if opt.keep_epoch_checkpoints > 0 and old > 0 and (out_dir / f"epoch_{old}.pth").exists():
+                (out_dir / f"epoch_{old}.pth").unlink()
     if state["skipped"]:
         print(f"warning: {len(state['skipped'])} unreadable images skipped (e.g. {state['skipped'][0]})")
     if writer is not None:
