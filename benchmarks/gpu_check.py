@@ -6,8 +6,6 @@ training-step benchmarks on the GPU.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import subprocess
 import sys
 import time

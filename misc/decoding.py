@@ -59,6 +59,12 @@ def select_constraints(proposals: torch.Tensor, prop_mask: torch.Tensor, *, k: i
     return out
 
 
+def pointed_slot_logp(decoder, f: dict, state: tuple, rows: torch.Tensor, region: torch.Tensor):
+    """Plural and fine-grained log-probs for rows that just pointed at `region[rows]`."""
+    return decoder.slot_logp(f, decoder.output_state(state)[rows], f["regions"][rows, region[rows]],
+                             f["region_cls"][rows, region[rows]])
+
+
 @torch.no_grad()
 def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
                 constraints: torch.Tensor | None = None, length_penalty: float = 0.0) -> list[Decoded]:
@@ -87,9 +93,7 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
         cons_tok = torch.where(cons >= 0, V + cons, torch.full_like(cons, -1))   # (B, k)
     else:
         scores[:, 0, 0] = 0.0
-    bits = torch.arange(NS, device=device)
-    base = torch.arange(B, device=device)[:, None, None] * NS * K + bits[None, :, None] * K \
-        + torch.arange(K, device=device)[None, None, :]                   # flat index of (b, s, kk)
+    bits = torch.arange(NS, device=device)                                # constraint states
 
     for t in range(max_len + 1):
         word_lp, region_lp, state = decoder.step(tokens_in, fx, state, pointed if R else None)
@@ -146,9 +150,7 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
         fine_t = torch.full((N,), -1, dtype=torch.long, device=device)
         if is_region.any():
             rows = is_region.nonzero().flatten()
-            region_feat = fx["regions"][rows, r[rows]]
-            cls = fx["region_cls"][rows, r[rows]]
-            pl, fl = decoder.slot_logp(fx, decoder.output_state(state)[rows], region_feat, cls)
+            pl, fl = pointed_slot_logp(decoder, fx, state, rows, r)
             plural_t[rows] = pl.argmax(-1)
             fine_t[rows] = fl.argmax(-1)
             pointed[rows, r[rows]] = True
@@ -215,8 +217,7 @@ def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, tempera
         fine = torch.full((B,), -1, dtype=torch.long, device=tok.device)
         if is_region.any():
             rows = is_region.nonzero().flatten()
-            pl, fl = decoder.slot_logp(f, decoder.output_state(state)[rows], f["regions"][rows, r[rows]],
-                                       f["region_cls"][rows, r[rows]])
+            pl, fl = pointed_slot_logp(decoder, f, state, rows, r)
             plural[rows], fine[rows] = pl.argmax(-1), fl.argmax(-1)
             pointed[rows, r[rows]] = True
         for b in range(B):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from misc.decoding import greedy
+from misc.decoding import greedy, pointed_slot_logp
 from misc.io import read_json
 from misc.regions import expand_features
 from tools.cider import CiderD
@@ -124,8 +124,7 @@ def sample_with_logprobs(decoder, f: dict, *, max_len: int) -> dict:
         fine = torch.full((N,), -1, dtype=torch.long, device=device)
         if is_region.any():
             rows = is_region.nonzero().flatten()
-            pl, fl = decoder.slot_logp(f, decoder.output_state(state)[rows], f["regions"][rows, r[rows]],
-                                       f["region_cls"][rows, r[rows]])
+            pl, fl = pointed_slot_logp(decoder, f, state, rows, r)
             ps = torch.multinomial(pl.detach().exp(), 1).squeeze(1)
             fs = torch.multinomial(fl.detach().exp(), 1).squeeze(1)
             extra = torch.zeros(N, device=device, dtype=lp.dtype)

@@ -102,6 +102,7 @@ def train(opt: Options) -> dict:
         loader = make_loader(train_ds, opt, shuffle=True, epoch=epoch, start_batch=state["batch_in_epoch"],
                              rank=rank, world=world)
         t0 = time.time()
+        n_skipped = len(state["skipped"])
         stats = train_one_epoch(model, optimizer, scaler, loader, opt, device, epoch=epoch, state=state,
                                 world=world, writer=writer, on_checkpoint=save)
         if state["stop"]:
@@ -114,6 +115,8 @@ def train(opt: Options) -> dict:
         else:
             line = f"epoch {epoch}: loss {stats['loss']:.3f} (lm {stats['lm']:.3f} bn {stats['bn']:.3f} " \
                    f"fg {stats['fg']:.3f}) lr {lr:.2e} {time.time() - t0:.0f}s"
+        if len(state["skipped"]) > n_skipped:
+            line += f" | {len(state['skipped']) - n_skipped} unreadable images skipped"
         record = {"epoch": epoch, **stats}
         if rank == 0 and opt.val_every_epoch > 0 and (epoch + 1) % opt.val_every_epoch == 0:
             result = evaluate(eval_copy(raw, opt, bundle), bundle, opt, device, opt.val_split, meteor=False,

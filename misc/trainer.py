@@ -8,11 +8,8 @@
 """
 from __future__ import annotations
 
-import math
 import os
 import random
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,10 +18,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from misc.captioner import build_captioner, read_glove
-from misc.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler, collate
 from misc.evaluation import CaptionEvaluator, autocast, generate_batch, to_device
-from misc.io import atomic_write_json
 from misc.losses import caption_targets, combine
 
 
@@ -195,7 +190,7 @@ def train_one_epoch(model, optimizer, scaler, loader, opt, device, *, epoch: int
             break
     bar.close()
     n = max(totals.pop("n"), 1)
-    return {k: v / n / (1 if k == "n" else 1) for k, v in totals.items()}
+    return {k: v / n for k, v in totals.items()}
 
 
 @torch.no_grad()

@@ -3,7 +3,6 @@ FastestDet detections): prepro, detection import, loader, grounding rates, split
 import json
 
 import h5py
-import numpy as np
 import pytest
 
 from conftest import COCO_MINI, ROOT

@@ -2,7 +2,6 @@
 import json
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from conftest import SHARED

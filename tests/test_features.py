@@ -1,11 +1,10 @@
 """Cached conv features: built once, then training and evaluation without the CNN."""
 import dataclasses
 
-import numpy as np
 import torch
 
 from conftest import world_options
-from misc.dataset import CaptionDataset, DataBundle, collate
+from misc.dataset import CaptionDataset, DataBundle
 from prepro.prepro_features import build_cache
 
 

@@ -1,5 +1,4 @@
 """Tiny random models: shapes of every module, and the decoding guarantees."""
-import warnings
 
 import pytest
 import torch

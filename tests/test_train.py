@@ -1,12 +1,10 @@
 """Training: overfitting a tiny NBT, bit-identical resume after SIGKILL, DDP gradient equivalence."""
-import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from conftest import ROOT, world_options

@@ -1,5 +1,4 @@
 """Vocabulary, visual-word matching, grounding targets and robustness of the loader."""
-import json
 import warnings
 
 import numpy as np

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ MODELS = {"topdown": "NBT", "showtell": "Show-and-Tell", "aoanet": "AoANet"}
 
 def run_one(split: str, model: str, args) -> list[dict]:
     from main import ensure_world
-    from misc.session import inference, train
+    from misc.session import train
     base = build_options(["--path_opt", str(ROOT / SPLITS[split]), "--att_model", model,
                           "--seed", str(args.seed), "--val_every_epoch", "0", "--eval_split", "",
                           "--checkpoint_path", str(ROOT / "save" / "results")])
