@@ -32,23 +32,41 @@ def palette(n: int) -> list[tuple[int, int, int]]:
     return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 0.95)) for i in range(n)]
 
 
-def draw(image: Image.Image, result: dict) -> Image.Image:
+def draw(image: Image.Image, result: dict, min_width: int = 480) -> Image.Image:
+    """The image (upscaled when small) with grey proposals, coloured grounded boxes labelled with
+    their words, and the tagged caption wrapped underneath."""
     font = ImageFont.load_default()
-    scale = max(1, round(max(image.size) / 400))
-    grounded = {tuple(g["box"]) for g in result["grounding"]}
-    canvas = Image.new("RGB", (image.width, image.height + 28 * scale), "white")
+    k = max(1.0, min_width / image.width)
+    if k > 1:
+        image = image.resize((round(image.width * k), round(image.height * k)), Image.BICUBIC)
+
+    def box(b):
+        return [v * k for v in b]
+    probe = ImageDraw.Draw(image)
+    lines, line = [], ""
+    for word in result["tagged"].split():
+        trial = f"{line} {word}".strip()
+        if probe.textlength(trial, font=font) > image.width - 8 and line:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    lines.append(line)
+    canvas = Image.new("RGB", (image.width, image.height + 14 * len(lines) + 10), "white")
     canvas.paste(image, (0, 0))
     d = ImageDraw.Draw(canvas)
+    grounded = {tuple(g["box"]) for g in result["grounding"]}
     for p in result["proposals"]:
         if tuple(p["box"]) not in grounded:
-            d.rectangle(p["box"], outline=(150, 150, 150), width=1)
+            d.rectangle(box(p["box"]), outline=(150, 150, 150), width=1)
     for g, colour in zip(result["grounding"], palette(len(result["grounding"]))):
-        d.rectangle(g["box"], outline=colour, width=2 * scale)
-        x, y = g["box"][0], max(0, g["box"][1] - 11)
-        tw = d.textlength(g["word"], font=font)
-        d.rectangle([x, y, x + tw + 4, y + 11], fill=colour)
+        b = box(g["box"])
+        d.rectangle(b, outline=colour, width=3)
+        x, y = b[0], max(0, b[1] - 12)
+        d.rectangle([x, y, x + d.textlength(g["word"], font=font) + 4, y + 12], fill=colour)
         d.text((x + 2, y), g["word"], fill="black", font=font)
-    d.text((4, image.height + 6), result["tagged"], fill="black", font=font)
+    for i, text in enumerate(lines):
+        d.text((4, image.height + 5 + 14 * i), text, fill="black", font=font)
     return canvas
 
 
