@@ -16,7 +16,7 @@ from pathlib import Path
 from misc.config import ConfigError, build_options, main_argparser_help
 from misc.io import DataError
 
-DEFAULT_CFG = "cfgs/world.yml"
+DEFAULT_CFG = "cfgs/world.yml" if Path("cfgs/world.yml").is_file() else str(Path(__file__).resolve().parent / "cfgs" / "world.yml")
 
 
 def ensure_world(opt) -> None:
