@@ -9,6 +9,14 @@ from torch import nn
 from misc.regions import expand_features
 
 
+def feedback_tokens(tok: torch.Tensor, is_region: torch.Tensor, f: dict, vocab_size: int) -> torch.Tensor:
+    """Next-step inputs: a word feeds itself, a pointer V + r feeds its region's class row V + c."""
+    if f["region_cls"].shape[1] == 0:
+        return tok
+    region_cls = f["region_cls"].gather(1, (tok - vocab_size).clamp(min=0)[:, None]).squeeze(1)
+    return torch.where(is_region, vocab_size + region_cls, tok)
+
+
 class CaptionDecoder(nn.Module):
     has_pointer = False
     vocab_size: int
@@ -47,13 +55,9 @@ class CaptionDecoder(nn.Module):
         use = torch.rand(tok.shape[0], device=tok.device) < prob
         if not use.any():
             return tok
-        if region_logp.shape[-1] == 0:
-            return torch.where(use, word_logp.detach().argmax(-1), tok)
         both = torch.cat([word_logp, region_logp], -1).detach()
         pred = both.argmax(-1)
-        is_region = pred >= self.vocab_size
-        region_cls = f["region_cls"].gather(1, (pred - self.vocab_size).clamp(min=0)[:, None]).squeeze(1)
-        own = torch.where(is_region, self.vocab_size + region_cls, pred)
+        own = feedback_tokens(pred, pred >= self.vocab_size, f, self.vocab_size)
         return torch.where(use, own, tok)
 
     def output_state(self, state: tuple) -> torch.Tensor:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from misc.decoder_base import feedback_tokens
 from misc.regions import expand_features
 
 NEG_INF = float("-inf")
@@ -159,8 +160,7 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
         plural_h = torch.cat([plural_h, plural_t[:, None]], 1)
         fine_h = torch.cat([fine_h, fine_t[:, None]], 1)
         finished = was_finished | (tok == 0)
-        region_cls = fx["region_cls"].gather(1, r[:, None]).squeeze(1) if R else torch.zeros_like(tok)
-        tokens_in = torch.where(is_region, V + region_cls, tok)
+        tokens_in = feedback_tokens(tok, is_region, fx, V)
         alive = torch.isfinite(scores.view(N))
         if bool((finished | ~alive).all()):
             break
@@ -232,6 +232,5 @@ def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, tempera
         done = done | (tok == 0)
         if bool(done.all()):
             break
-        region_cls = f["region_cls"].gather(1, r[:, None]).squeeze(1) if R else torch.zeros_like(tok)
-        tokens_in = torch.where(is_region, V + region_cls, tok)
+        tokens_in = feedback_tokens(tok, is_region, f, V)
     return out

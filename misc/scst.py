@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from misc.decoder_base import feedback_tokens
 from misc.decoding import greedy, pointed_slot_logp
 from misc.io import read_json
 from misc.regions import expand_features
@@ -144,7 +145,6 @@ def sample_with_logprobs(decoder, f: dict, *, max_len: int) -> dict:
         done = done | (tok == 0)
         if bool(done.all()):
             break
-        region_cls = f["region_cls"].gather(1, r[:, None]).squeeze(1) if R else torch.zeros_like(tok)
-        tokens_in = torch.where(is_region, V + region_cls, tok)
+        tokens_in = feedback_tokens(tok, is_region, f, V)
     return {"tokens": torch.stack(toks, 1), "plural": torch.stack(pls, 1), "fine": torch.stack(fns, 1),
             "logp": torch.stack(logps, 1), "mask": torch.stack(masks, 1)}

@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 
 from misc.detector import write_h5
 from misc.io import atomic_write_json, atomic_write_text
+from misc.transforms import box_iou
 from prepro.splits import noc_split, robust_split
 from prepro.world_grammar import CaptionGrammar, Group
 
@@ -146,19 +147,11 @@ def _place_objects(rng: np.random.Generator, cfg: WorldConfig) -> list[dict]:
         cx = float(rng.uniform(r + 2, cfg.image_size - r - 2))
         cy = float(rng.uniform(r + 2, cfg.image_size - r - 2))
         box = [cx - r, cy - r, cx + r, cy + r]
-        if any(_iou(box, o["box"]) > 0.0 for o in objects):
+        if objects and (box_iou(np.array([box]), np.array([o["box"] for o in objects])) > 0.0).any():
             continue
         objects.append({"category": cat, "kind": kind, "colour": colour, "box": box,
                         "centre": (cx, cy), "radius": r})
     return objects
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def render(objects: list[dict], size: int, rng: np.random.Generator) -> Image.Image:
