@@ -53,7 +53,7 @@ def main():
             batched = beam_search(model.decoder, f, **kw)
             looped = per_image(model.decoder, f, B, **kw)
             t_batched = timeit(lambda: beam_search(model.decoder, f, **kw), repeat=repeat)
-            t_loop = timeit(lambda: per_image(model.decoder, f, B, **kw), repeat=1, warmup=0)
+            t_loop = timeit(lambda: per_image(model.decoder, f, B, **kw), repeat=2, warmup=0)
         same = all(a.tokens == b.tokens and a.plural == b.plural and a.fine == b.fine
                    for a, b in zip(batched, looped))
         rows.append((name, t_loop, t_batched, t_loop / t_batched, same))

@@ -22,12 +22,37 @@ class AdditiveAttention(nn.Module):
         return self.score(hidden).squeeze(-1)                          # (B, N)
 
     def forward(self, query: torch.Tensor, values: torch.Tensor, keys_proj: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """query (B, Q), values (B, N, D), mask (B, N) True = valid -> (B, D)."""
-        s = self.scores(query, keys_proj)
+                mask: torch.Tensor | None = None, img: torch.Tensor | None = None) -> torch.Tensor:
+        """query (B, Q), values (B, N, D), mask (B, N) True = valid -> (B, D).
+        With img (n,): n queries, query i looking at image img[i] of the per-image values / keys
+        / mask (decoding: the live beams of a batch; img sorted) -> (n, D)."""
+        if img is not None:
+            mask = None if mask is None else mask[img]
+            if torch.is_grad_enabled():
+                s = self.scores(query, keys_proj[img])
+            else:                                                      # decoding: one (n, N, A) buffer
+                hidden = keys_proj[img].add_(self.query_proj(query)[:, None, :]).tanh_()
+                s = self.score(hidden).squeeze(-1)                     # (n, N)
+        else:
+            s = self.scores(query, keys_proj)
         if mask is not None:
             s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
         w = torch.softmax(s, dim=-1)
         if mask is not None:
             w = w * mask.any(-1, keepdim=True)                        # an image with no regions
-        return torch.bmm(w.unsqueeze(1), values).squeeze(1)            # (B, D)
+        if img is None:
+            return torch.bmm(w.unsqueeze(1), values).squeeze(1)        # (B, D)
+        return weighted_sum_by_image(w, values, img)
+
+
+def weighted_sum_by_image(w: torch.Tensor, values: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    """w (n, N) weights of n queries, values (B, N, D), img (n,) sorted -> (n, D), without
+    copying each image's values once per query: the queries of an image become the rows of one
+    (B, M, N) @ (B, N, D) batched product (M = most queries of one image)."""
+    B = values.shape[0]
+    counts = torch.bincount(img, minlength=B)                          # (B,)
+    first = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(len(img), device=img.device) - first[img]       # (n,) rank within its image
+    packed = w.new_zeros(B, int(counts.max()) if len(img) else 0, w.shape[1])   # (B, M, N)
+    packed[img, pos] = w
+    return torch.bmm(packed.to(values.dtype), values)[img, pos]       # (n, D)

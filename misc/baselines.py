@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from misc.decoder_base import CaptionDecoder
-from misc.regions import RegionEncoder
+from misc.regions import RegionEncoder, rows_of
 
 
 class ShowTell(CaptionDecoder):
@@ -41,7 +41,7 @@ class ShowTell(CaptionDecoder):
         z = f["image"].new_zeros(f["batch"], self.rnn_size)
         return self.lstm(f["image"], (z, z))                          # the image, fed once
 
-    def step(self, tokens, f, state, pointed=None):
+    def step(self, tokens, f, state, pointed=None, img=None):
         h, c = self.lstm(self.embed(tokens.clamp(max=self.vocab_size - 1)), state)
         logp = torch.log_softmax(self.logit(self.drop(h)).float(), -1)
         return logp, logp.new_zeros(logp.shape[0], 0), (h, c)
@@ -105,7 +105,9 @@ class AoANet(CaptionDecoder):
         z = f["mean"].new_zeros(f["batch"], self.rnn_size)
         return (z, z, z)                                                         # h, c, context
 
-    def step(self, tokens, f, state, pointed=None):
+    def step(self, tokens, f, state, pointed=None, img=None):
+        if img is not None:
+            f = rows_of(f, img)
         h, c, ctx = state
         x = torch.cat([self.embed(tokens.clamp(max=self.vocab_size - 1)), f["mean"] + ctx], -1)
         h, c = self.lstm(x, (h, c))

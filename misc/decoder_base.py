@@ -1,6 +1,8 @@
 """What every caption decoder shares: teacher forcing over (B, S, L) targets with scheduled
 sampling. A decoder provides encode(conv, proposals, mask) -> features, init_state(features),
-step(tokens, features, state, pointed) -> (word_logp, region_logp, state), and `vocab_size`."""
+step(tokens, features, state, pointed, img=None) -> (word_logp, region_logp, state), and `vocab_size`.
+With img (n,), features stay per image and step row i belongs to image img[i] (decoding steps only
+its live beams that way)."""
 from __future__ import annotations
 
 import torch

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 
 from misc.decoder_base import feedback_tokens
-from misc.regions import expand_features
 
 NEG_INF = float("-inf")
 
@@ -60,16 +59,25 @@ def select_constraints(proposals: torch.Tensor, prop_mask: torch.Tensor, *, k: i
     return out
 
 
-def pointed_slot_logp(decoder, f: dict, state: tuple, rows: torch.Tensor, region: torch.Tensor):
-    """Plural and fine-grained log-probs for rows that just pointed at `region[rows]`."""
-    return decoder.slot_logp(f, decoder.output_state(state)[rows], f["regions"][rows, region[rows]],
-                             f["region_cls"][rows, region[rows]])
+def pointed_slot_logp(decoder, f: dict, state: tuple, rows: torch.Tensor, region: torch.Tensor,
+                      img: torch.Tensor | None = None):
+    """Plural and fine-grained log-probs for rows that just pointed at `region[rows]`
+    (f per row, or per image with img giving each row's image)."""
+    at = rows if img is None else img[rows]
+    return decoder.slot_logp(f, decoder.output_state(state)[rows], f["regions"][at, region[rows]],
+                             f["region_cls"][at, region[rows]])
 
 
 @torch.no_grad()
 def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
-                constraints: torch.Tensor | None = None, length_penalty: float = 0.0) -> list[Decoded]:
-    """f: encoded features of B images. constraints (B, k) proposal indices or -1."""
+                constraints: torch.Tensor | None = None, length_penalty: float = 0.0,
+                drop_hopeless: bool = True) -> list[Decoded]:
+    """f: encoded features of B images. constraints (B, k) proposal indices or -1.
+
+    Rows are laid out (image, constraint state, beam). Features stay per image; each step runs
+    the decoder on the live rows only (finite score, not finished). Without a length penalty
+    scores only fall, so a row scoring below its image's best finished caption in the final state
+    can never win and is dropped (`drop_hopeless`; the result is the same as without dropping it)."""
     B, K = f["batch"], beam_size
     V = decoder.vocab_size
     R = f["region_mask"].shape[1]
@@ -77,8 +85,9 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
     NS = 1 << k
     N = B * NS * K
     device = f["region_mask"].device
-    fx = expand_features(f, NS * K)
-    state = decoder.init_state(fx)
+    img = torch.arange(B, device=device).repeat_interleave(NS * K)      # (N,) image of each row
+    state = tuple(s.repeat_interleave(NS * K, 0) for s in decoder.init_state(f))
+    region_cls = f["region_cls"][img]                                   # (N, R) for the feedback tokens
     tokens_in = torch.zeros(N, dtype=torch.long, device=device)
     pointed = torch.zeros(N, R, dtype=torch.bool, device=device)
     finished = torch.zeros(N, dtype=torch.bool, device=device)
@@ -97,11 +106,14 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
     bits = torch.arange(NS, device=device)                                # constraint states
 
     for t in range(max_len + 1):
-        word_lp, region_lp, state = decoder.step(tokens_in, fx, state, pointed if R else None)
-        logp = torch.cat([word_lp, region_lp], -1).float()                 # (N, V + R)
+        live = (torch.isfinite(scores.view(N)) & ~finished).nonzero().flatten()   # (n,) sorted
+        w_lp, r_lp, live_state = decoder.step(tokens_in[live], f, tuple(s[live] for s in state),
+                                              pointed[live] if R else None, img=img[live])
+        state = tuple(s.index_copy(0, live, ls) for s, ls in zip(state, live_state))
+        logp = torch.full((N, V + R), NEG_INF, device=device)
+        logp[live] = torch.cat([w_lp, r_lp], -1).float()                  # (N, V + R)
         if t == max_len:                                                   # out of length: must end
             logp[:, 1:] = NEG_INF
-        logp[finished] = NEG_INF
         logp[finished, 0] = 0.0
         cand = (scores.view(N, 1) + logp).view(B, NS, K, V + R)
         # 1) stay in the same state: any token but a constraint's pointer
@@ -151,7 +163,7 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
         fine_t = torch.full((N,), -1, dtype=torch.long, device=device)
         if is_region.any():
             rows = is_region.nonzero().flatten()
-            pl, fl = pointed_slot_logp(decoder, fx, state, rows, r)
+            pl, fl = pointed_slot_logp(decoder, f, state, rows, r, img=img)
             plural_t[rows] = pl.argmax(-1)
             fine_t[rows] = fl.argmax(-1)
             pointed[rows, r[rows]] = True
@@ -160,9 +172,13 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
         plural_h = torch.cat([plural_h, plural_t[:, None]], 1)
         fine_h = torch.cat([fine_h, fine_t[:, None]], 1)
         finished = was_finished | (tok == 0)
-        tokens_in = feedback_tokens(tok, is_region, fx, V)
-        alive = torch.isfinite(scores.view(N))
-        if bool((finished | ~alive).all()):
+        tokens_in = feedback_tokens(tok, is_region, {"region_cls": region_cls}, V)
+        if drop_hopeless and not length_penalty:
+            done = finished.view(B, NS, K)[:, NS - 1]                       # (B, K) final state
+            best_done = torch.where(done, scores[:, NS - 1], NEG_INF).max(1).values   # (B,)
+            hopeless = (scores < best_done[:, None, None]) & ~finished.view(B, NS, K)
+            scores = scores.masked_fill(hopeless, NEG_INF)
+        if bool((finished | ~torch.isfinite(scores.view(N))).all()):
             break
     return _pick(seqs, plural_h, fine_h, scores, B, NS, K, k, constraints, length_penalty)
 
@@ -207,8 +223,12 @@ def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, tempera
     done = torch.zeros(B, dtype=torch.bool, device=f["region_mask"].device)
     out = [Decoded([], [], [], 0.0) for _ in range(B)]
     for t in range(max_len):
-        word_lp, region_lp, state = decoder.step(tokens_in, f, state, pointed if R else None)
-        logp = torch.cat([word_lp, region_lp], -1).float()
+        live = (~done).nonzero().flatten()                                # (n,) rows still writing
+        word_lp, region_lp, live_state = decoder.step(tokens_in[live], f, tuple(s[live] for s in state),
+                                                      pointed[live] if R else None, img=live)
+        state = tuple(s.index_copy(0, live, ls) for s, ls in zip(state, live_state))
+        logp = torch.zeros(B, V + R, device=word_lp.device)
+        logp[live] = torch.cat([word_lp, region_lp], -1).float()          # done rows: never read
         tok = torch.multinomial(torch.softmax(logp / temperature, -1), 1).squeeze(1) if sample else logp.argmax(-1)
         lp = logp.gather(1, tok[:, None]).squeeze(1)
         is_region = (tok >= V) & ~done

@@ -68,14 +68,20 @@ class NBTDecoder(CaptionDecoder):
         return (z, z, z, z)                                                 # h_att c_att h_lang c_lang
 
     # -- one step -------------------------------------------------------------------------
-    def step(self, tokens: torch.Tensor, f: dict, state: tuple, pointed: torch.Tensor | None = None):
+    def step(self, tokens: torch.Tensor, f: dict, state: tuple, pointed: torch.Tensor | None = None,
+             img: torch.Tensor | None = None):
         """tokens (N,), f expanded to N rows, pointed (N, R) regions already used ->
-        word_logp (N, V), region_logp (N, R), new state."""
+        word_logp (N, V), region_logp (N, R), new state. With img (N,) (sorted), f stays per
+        image and row i belongs to image img[i] (decoding steps only the live beams)."""
         h_att, c_att, h_lang, c_lang = state
-        x = torch.cat([f["fc"], self.embed(tokens)], -1)
+        fc, region_mask, pointer_keys = f["fc"], f["region_mask"], f.get("pointer_keys")
+        if img is not None:
+            fc, region_mask = fc[img], region_mask[img]
+            pointer_keys = None if pointer_keys is None else pointer_keys[img]
+        x = torch.cat([fc, self.embed(tokens)], -1)
         h_att, c_att = self.att_lstm(x, (h_att, c_att))
-        att = self.att_grid(h_att, f["grid"], f["grid_keys"]) + \
-            self.att_region(h_att, f["regions"], f["region_keys"], f["region_mask"])
+        att = self.att_grid(h_att, f["grid"], f["grid_keys"], img=img) + \
+            self.att_region(h_att, f["regions"], f["region_keys"], f["region_mask"], img=img)
         x_lang = torch.cat([att, h_att], -1)
         h_prev = h_lang
         h_lang, c_lang = self.lang_lstm(x_lang, (h_lang, c_lang))
@@ -85,9 +91,9 @@ class NBTDecoder(CaptionDecoder):
             return word_logp, word_logp.new_zeros(word_logp.shape[0], 0), (h_att, c_att, h_lang, c_lang)
         gate = torch.sigmoid(self.gate_x(x_lang) + self.gate_h(h_prev))
         sentinel = self.sentinel(self.drop(gate * torch.tanh(c_lang)))     # (N, H)
-        keys = torch.cat([self.pointer.key_proj(sentinel)[:, None], f["pointer_keys"]], 1)   # (N, 1+R, A)
+        keys = torch.cat([self.pointer.key_proj(sentinel)[:, None], pointer_keys], 1)   # (N, 1+R, A)
         scores = self.pointer.scores(out, keys).float()                    # (N, 1 + R)
-        valid = f["region_mask"] if pointed is None else f["region_mask"] & ~pointed
+        valid = region_mask if pointed is None else region_mask & ~pointed
         scores[:, 1:] = scores[:, 1:].masked_fill(~valid, float("-inf"))
         ptr = torch.log_softmax(scores, -1)
         word_logp = word_logp + ptr[:, :1]

@@ -50,6 +50,13 @@ class RegionEncoder(nn.Module):
         self.class_emb.weight[novel] = self.class_emb.weight[seen]
 
 
+def rows_of(feats: dict, img: torch.Tensor) -> dict:
+    """Per-row features: every per-image tensor gathered at img (n,)."""
+    out = {k: (v[img] if torch.is_tensor(v) else v) for k, v in feats.items()}
+    out["batch"] = len(img)
+    return out
+
+
 def expand_features(feats: dict, n: int) -> dict:
     """Repeat every per-image tensor n times along the batch (captions / beams per image)."""
     out = {}

@@ -68,7 +68,7 @@ class SelfCritical:
         return arr
 
     def rewards(self, arr: np.ndarray, rows: list[int]) -> np.ndarray:
-        return self.cider.score_ids(arr, rows, {r: self.refs(r) for r in set(rows)})
+        return self.cider.score_ids(arr, rows, self.refs)
 
     # -- the loss -------------------------------------------------------------------------------
     def loss(self, decoder, f: dict, rows: list[int]) -> dict:

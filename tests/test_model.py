@@ -142,6 +142,43 @@ def test_beam_batched_equals_one_image_at_a_time():
         assert abs(alone.score - together[i].score) < 1e-4
 
 
+@pytest.mark.parametrize("name", ["nbt", "showtell", "aoanet"])
+def test_step_on_live_rows_equals_step_on_expanded_features(name):
+    """Decoding steps only some rows, with features kept per image (img = image of each row)."""
+    from misc.baselines import build_baseline
+    from misc.regions import expand_features
+    if name == "nbt":
+        dec = tiny_decoder()
+    else:
+        torch.manual_seed(0)
+        dec = build_baseline(name, vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+                             input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
+                             drop_prob=0.0, stride=8, image_size=64, heads=2, refine_layers=1).eval()
+    f, _, _ = features(dec, B=3)
+    img = torch.tensor([0, 0, 2, 2, 2])                           # image 1 has no live rows
+    fx = expand_features(f, 3)
+    rows = torch.tensor([0, 2, 6, 7, 8])
+    state = tuple(torch.randn(len(img), s.shape[1], generator=torch.Generator().manual_seed(i))
+                  for i, s in enumerate(dec.init_state(fx)))
+    tok = torch.tensor([0, 3, 5, 0, V + 1])
+    with torch.no_grad():
+        a = dec.step(tok, {k: (v[rows] if torch.is_tensor(v) else v) for k, v in fx.items()}, state)
+        b = dec.step(tok, f, state, img=img)
+    for x, y in zip(a[:2] + tuple(a[2]), b[:2] + tuple(b[2])):
+        assert torch.allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.parametrize("cbs", [False, True])
+def test_dropping_hopeless_beams_changes_nothing(cbs):
+    dec = tiny_decoder()
+    f, props, mask = features(dec, B=3)
+    cons = select_constraints(props, mask, k=2, mode="all") if cbs else None
+    fast = beam_search(dec, f, beam_size=3, max_len=12, constraints=cons)
+    full = beam_search(dec, f, beam_size=3, max_len=12, constraints=cons, drop_hopeless=False)
+    for x, y in zip(fast, full):
+        assert (x.tokens, x.plural, x.fine) == (y.tokens, y.plural, y.fine) and abs(x.score - y.score) < 1e-5
+
+
 def test_no_region_pointed_twice_and_beam_not_worse():
     dec = tiny_decoder()
     with torch.no_grad():                                      # make pointing attractive

@@ -56,6 +56,31 @@ def test_word_id_scoring_with_cached_refs_equals_strings(world_dir):
     assert np.array_equal(again, by_id)
 
 
+def test_word_id_scoring_with_repeated_images_unknown_ngrams_and_uneven_references(world_dir):
+    """SCST batches: several samples per image, images with 1..6 references, n-grams the df table
+    never saw (df from half of the data), an empty sample."""
+    data = json.loads((world_dir / "dataset_world.json").read_text())["images"]
+    dic = json.loads((world_dir / "dic_world.json").read_text())
+    w2i = {w: int(i) for i, w in dic["ix_to_word"].items()}
+    known = [im for im in data if all(w in w2i for s in im["sentences"] for w in s["tokens"])]
+    df = document_frequency([[s["raw"] for s in im["sentences"]] for im in known[::2]])
+    rng = np.random.default_rng(0)
+    refs = [[s["raw"] for s in im["sentences"][:1 + i % 6]] for i, im in enumerate(known[1:31:2])]
+    keys = [int(k) for k in rng.integers(0, len(refs), 90)]
+    hyps = [known[40 + i]["sentences"][i % 3]["raw"] if i % 17 else "" for i in range(90)]
+    hyps[5] = refs[keys[5]][0]                                       # a perfect sample
+
+    def ids(sents):
+        arr = np.zeros((len(sents), max([len(s.split()) for s in sents] + [1])), np.int64)
+        for i, s in enumerate(sents):
+            arr[i, :len(s.split())] = [w2i[w] for w in s.split()]
+        return arr
+    scorer = CiderD(df, w2i)
+    by_id = scorer.score_ids(ids(hyps), keys, lambda k: ids(refs[k]))
+    by_str = CiderD(df).compute_score(hyps, [refs[k] for k in keys])[1]
+    assert np.abs(by_id - by_str).max() < 1e-9 and by_id[5] > 0
+
+
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
 def test_scst_step_updates_the_model(world_dir, baseline):
     from misc.dataset import CaptionDataset, DataBundle, collate

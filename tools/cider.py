@@ -35,6 +35,9 @@ def document_frequency(refs: list[list[str]], n_max: int = N_MAX) -> dict:
     return {"ref_len": math.log(float(max(len(refs), 1))), "df": dict(df)}
 
 
+_PAD = np.iinfo(np.int64).max
+
+
 def gram_table(tokens: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """tokens (S, L) int64, word ids >= 1, 0 = padding ->
     rows, codes, counts (one entry per distinct n-gram of a sentence, sorted by row then code),
@@ -42,7 +45,7 @@ def gram_table(tokens: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, n
     S, L = tokens.shape
     valid = tokens > 0
     lengths = np.maximum(valid.sum(1) - 1, 0).astype(np.float64)
-    all_rows, all_codes = [], []
+    grams = np.full((S, N_MAX * max(L, 1)), _PAD, np.int64)                 # (S, 4L) codes, padded
     code = np.zeros((S, L), np.int64)
     ok = np.ones((S, L), bool)
     for n in range(1, N_MAX + 1):
@@ -51,18 +54,17 @@ def gram_table(tokens: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, n
             break
         code = code[:, :width] * base + tokens[:, n - 1:n - 1 + width]          # (S, width)
         ok = ok[:, :width] & valid[:, n - 1:n - 1 + width]
-        r, c = np.nonzero(ok)
-        all_rows.append(r)
-        all_codes.append(code[r, c] * N_MAX + (n - 1))
-    rows = np.concatenate(all_rows) if all_rows else np.zeros(0, np.int64)
-    codes = np.concatenate(all_codes) if all_codes else np.zeros(0, np.int64)
-    order = np.lexsort((codes, rows))                                         # by row, then code
-    rows, codes = rows[order], codes[order]
-    first = np.ones(len(rows), bool)
-    first[1:] = (rows[1:] != rows[:-1]) | (codes[1:] != codes[:-1])
-    idx = np.flatnonzero(first)
-    counts = np.diff(np.append(idx, len(rows))).astype(np.float64)
-    return rows[idx], codes[idx], counts, lengths
+        grams[:, (n - 1) * L:(n - 1) * L + width] = np.where(ok, code * N_MAX + (n - 1), _PAD)
+    grams.sort(axis=1)                                                        # per sentence; padding last
+    W = grams.shape[1]
+    real = grams != _PAD
+    first = real.copy()
+    first[:, 1:] &= grams[:, 1:] != grams[:, :-1]                            # first of each run of equal codes
+    rows, cols = np.nonzero(first)
+    start = rows * W + cols                                                   # flat index of each run
+    stop = np.append(start[1:], S * W)
+    stop = np.minimum(stop, rows * W + real.sum(1)[rows])                     # a run ends at the row's padding
+    return rows, grams[rows, cols], (stop - start).astype(np.float64), lengths
 
 
 class CiderD:
@@ -71,6 +73,7 @@ class CiderD:
         word_to_ix: the model vocabulary, for `score_ids` (SCST) with cached references."""
         self.df = df
         self.base = (max(word_to_ix.values()) + 1) if word_to_ix else 0
+        assert self.base ** N_MAX * N_MAX < 2 ** 62, f"vocabulary of {self.base} words: 4-gram codes overflow int64"
         self._ref_cache: dict = {}
         if df is not None and word_to_ix:
             codes, values = [], []
@@ -86,6 +89,10 @@ class CiderD:
             order = np.argsort(codes)
             self._df_codes = np.array(codes, np.int64)[order]
             self._df_values = np.array(values, np.float64)[order]
+            # Every n-gram gets a dense id: its index in the df table, or, for reference n-grams the
+            # df does not know (out-of-vocabulary words), len(df) + order of first sight.
+            self._extra_codes = np.zeros(0, np.int64)                     # sorted
+            self._extra_ids = np.zeros(0, np.int64)
 
     # -- strings (evaluation, parity with pycocoevalcap) -----------------------------------
     def compute_score(self, hyps: list[str], refs: list[list[str]]) -> tuple[float, np.ndarray]:
@@ -112,34 +119,91 @@ class CiderD:
         return float(scores.mean()) if len(scores) else 0.0, scores
 
     # -- word ids (SCST) ---------------------------------------------------------------------
-    def idf(self, codes: np.ndarray) -> np.ndarray:
-        k = np.searchsorted(self._df_codes, codes)
-        k = np.minimum(k, len(self._df_codes) - 1)
+    def _lookup(self, codes: np.ndarray, add: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """codes -> (idf, dense id; -1 for an n-gram no reference seen so far has)."""
+        k = np.minimum(np.searchsorted(self._df_codes, codes), len(self._df_codes) - 1)
         found = self._df_codes[k] == codes
-        df = np.where(found, self._df_values[k], 0.0)
-        return self.df["ref_len"] - np.log(np.maximum(1.0, df))
+        idf = self.df["ref_len"] - np.log(np.maximum(1.0, np.where(found, self._df_values[k], 0.0)))
+        gid = np.where(found, k, -1)
+        if not found.all():
+            missing = codes[~found]
+            if add:
+                new = np.setdiff1d(missing, self._extra_codes)
+                if len(new):
+                    ids = len(self._df_codes) + len(self._extra_codes) + np.arange(len(new))
+                    codes_all = np.concatenate([self._extra_codes, new])
+                    order = np.argsort(codes_all, kind="stable")
+                    self._extra_codes = codes_all[order]
+                    self._extra_ids = np.concatenate([self._extra_ids, ids])[order]
+            if len(self._extra_codes):
+                j = np.minimum(np.searchsorted(self._extra_codes, missing), len(self._extra_codes) - 1)
+                gid[~found] = np.where(self._extra_codes[j] == missing, self._extra_ids[j], -1)
+        return idf, gid
 
-    def _refs(self, key, refs: dict):
+    def _image(self, key, ref_ids):
+        """References of one image, encoded once: its distinct n-grams (dense ids, sorted), their
+        tf-idf in each reference, reference norms and lengths."""
         if key not in self._ref_cache:
-            rows, codes, counts, lengths = gram_table(refs[key], self.base)
-            self._ref_cache[key] = (rows, codes, counts * self.idf(codes), lengths, len(refs[key]))
+            refs = np.asarray(ref_ids(key), np.int64)
+            rows, codes, counts, lengths = gram_table(refs, self.base)
+            idf, gid = self._lookup(codes, add=True)
+            uniq, col = np.unique(gid, return_inverse=True)
+            values = np.zeros((len(uniq), len(refs)))                       # (u, R) tf-idf per reference
+            values[col, rows] = counts * idf
+            n_of = np.zeros(len(uniq), np.int64)
+            n_of[col] = codes % N_MAX
+            norms = np.sqrt(np.bincount(rows * N_MAX + codes % N_MAX, weights=(counts * idf) ** 2,
+                                        minlength=len(refs) * N_MAX)).reshape(len(refs), N_MAX)
+            self._ref_cache[key] = (uniq, values, n_of, norms, lengths)
         return self._ref_cache[key]
 
-    def score_ids(self, hyps: np.ndarray, keys: list, refs: dict) -> np.ndarray:
+    def score_ids(self, hyps: np.ndarray, keys: list, ref_ids) -> np.ndarray:
         """hyps (N, L) word ids (0 = padding / after EOS); keys[i]: image of hypothesis i;
-        refs[key]: (R, L') word ids of its references (encoded once, then cached)."""
+        ref_ids(key) -> (R, L') word ids of that image's references (called once per image, then
+        cached; a dict's `__getitem__` will do)."""
         assert self.df is not None and self.base, "score_ids needs df and word_to_ix"
-        h_rows, h_codes, h_counts, h_len = gram_table(hyps, self.base)
-        parts = [(h_rows, h_codes, h_counts * self.idf(h_codes), h_len)]
-        offset = len(hyps)
-        n_refs = []
-        for k in keys:
-            r_rows, r_codes, r_vals, r_len, n = self._refs(k, refs)
-            parts.append((r_rows + offset, r_codes, r_vals, r_len))
-            offset += n
-            n_refs.append(n)
-        table = tuple(np.concatenate([p[i] for p in parts]) for i in range(4))
-        return _pair_scores(table, len(hyps), np.array(n_refs))
+        if isinstance(ref_ids, dict):
+            ref_ids = ref_ids.__getitem__
+        N = len(hyps)
+        slot_of: dict = {}
+        slot = np.array([slot_of.setdefault(k, len(slot_of)) for k in keys], np.int64)   # (N,)
+        images = [self._image(k, ref_ids) for k in slot_of]
+        G = len(self._df_codes) + len(self._extra_codes)
+        R = max(v[1].shape[1] for v in images)
+        sizes = np.array([len(v[0]) for v in images])
+        # All images' n-grams as one sorted key array: slot * G + dense id.
+        ref_keys = np.concatenate([v[0] for v in images]) + np.repeat(np.arange(len(images)) * G, sizes)
+        ref_vals = np.zeros((len(ref_keys), R))                                # (U, R)
+        ref_norms = np.zeros((len(images), R, N_MAX))
+        ref_len = np.zeros((len(images), R))
+        n_refs = np.zeros(len(images), np.int64)
+        at = 0
+        for s, (uniq, values, _, norms, lengths) in enumerate(images):
+            r = values.shape[1]
+            ref_vals[at:at + len(uniq), :r] = values
+            ref_norms[s, :r], ref_len[s, :r], n_refs[s] = norms, lengths, r
+            at += len(uniq)
+
+        rows, codes, counts, h_len = gram_table(hyps, self.base)
+        idf, gid = self._lookup(codes)
+        vals = counts * idf
+        n_of = codes % N_MAX
+        h_norms = np.sqrt(np.bincount(rows * N_MAX + n_of, weights=vals ** 2,
+                                      minlength=N * N_MAX)).reshape(N, N_MAX)          # (N, 4)
+        h_keys = slot[rows] * G + gid
+        pos = np.minimum(np.searchsorted(ref_keys, h_keys), max(len(ref_keys) - 1, 0))
+        hit = (gid >= 0) & (ref_keys[pos] == h_keys) if len(ref_keys) else np.zeros(len(gid), bool)
+        vr = ref_vals[pos[hit]]                                                          # (F, R)
+        clipped = np.minimum(vals[hit, None], vr) * vr                                   # (F, R)
+        index = (rows[hit, None] * R + np.arange(R)) * N_MAX + n_of[hit, None]          # (F, R)
+        overlap = np.bincount(index.ravel(), weights=clipped.ravel(),
+                              minlength=N * R * N_MAX).reshape(N, R, N_MAX)
+        denom = h_norms[:, None, :] * ref_norms[slot]                                    # (N, R, 4)
+        sim = np.where(denom != 0, overlap / np.where(denom != 0, denom, 1.0), overlap)
+        delta = h_len[:, None] - ref_len[slot]                                           # (N, R)
+        per_ref = sim.mean(2) * np.exp(-(delta ** 2) / (2 * SIGMA ** 2))                 # (N, R)
+        real = np.arange(R) < n_refs[slot][:, None]
+        return (per_ref * real).sum(1) / np.maximum(n_refs[slot], 1) * 10.0
 
 
 def _decode(code: int, base: int, words: dict[int, str]) -> str:
