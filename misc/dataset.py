@@ -147,7 +147,7 @@ class CaptionDataset(Dataset):
         gt, gt_cls, gt_fine, gt_group = gt[keep_gt], gt_cls[keep_gt], gt_fine[keep_gt], gt_group[keep_gt]
         keep_p = box_area(props) > 0
         props = props[keep_p][: self.opt.max_proposal]
-        targets = self.encode_captions(row, props, gt, gt_cls, rng, gt_fine)
+        targets = self.encode_captions(row, props, gt, gt_cls, rng, gt_fine, gt_group)
         return {"image": image, "proposals": torch.from_numpy(props), "gt": torch.from_numpy(
             np.concatenate([gt, gt_cls[:, None], gt_fine[:, None], gt_group[:, None]], 1).astype(np.float32)),
                 "image_id": image_id, "row": row, **targets}
@@ -155,7 +155,7 @@ class CaptionDataset(Dataset):
     def _cached_size(self, row):
         return self._feats.size(row)
 
-    def encode_captions(self, row, props, gt, gt_cls, rng, gt_fine=None) -> dict:
+    def encode_captions(self, row, props, gt, gt_cls, rng, gt_fine=None, gt_group=None) -> dict:
         opt, vocab = self.opt, self.b.vocab
         caps = [c for c in self.b.captions[row] if c] or [[]]
         S, L, R = opt.seq_per_img, opt.seq_length, len(props)
@@ -169,12 +169,21 @@ class CaptionDataset(Dataset):
         score_ok = props[:, 5] >= opt.pos_score_thresh if R else np.zeros(0, bool)
         gt_fine = np.full(len(gt_cls), -1) if gt_fine is None else gt_fine
 
-        def positives(c: int, fine: int) -> np.ndarray:
+        attr_words = self.b.boxes.attribute_words
+        group_words = self.b.boxes.group_words
+
+        def positives(c: int, fine: int, adjectives: set[str]) -> np.ndarray:
             """Proposals of class c over a GT box of class c; when the GT knows fine-grained kinds
-            (the built-in world) and the word names one, only boxes of that kind."""
+            (the built-in world) and the word names one, only boxes of that kind; when the GT
+            boxes carry attributes and the phrase names some ("two red rings"), only boxes with
+            them - otherwise a pointer is taught that any ring will do for "red rings"."""
             boxes = gt_cls == c
             if (gt_fine[boxes] == fine).any():
                 boxes = boxes & (gt_fine == fine)
+            if adjectives and gt_group is not None:
+                has = np.array([g >= 0 and adjectives <= group_words[g] for g in gt_group], bool)
+                if (boxes & has).any():
+                    boxes = boxes & has
             hit = (iou[:, boxes] > opt.pos_iou_thresh).any(1) if R else np.zeros(0, bool)
             return hit & score_ok & (det_cls == c)
         words = np.zeros((S, L), np.int64)
@@ -191,7 +200,11 @@ class CaptionDataset(Dataset):
                 v = visual.get(i)
                 if v is not None:
                     n_visual += 1
-                    mask = positives(v.cls, v.fg)
+                    adjectives, j = set(), i - 1
+                    while j >= 0 and tokens[j] in attr_words:               # "two red [rings]"
+                        adjectives.add(tokens[j])
+                        j -= 1
+                    mask = positives(v.cls, v.fg, adjectives)
                     if mask.any():
                         n_grounded += 1
                         words[s, t] = vocab.encode(tokens[i + v.length - 1])   # fallback / reference

@@ -3,7 +3,9 @@
 At each step (reference §2.3):
   attention LSTM   x = [fc ; embed(token)]                         -> h_att
   attention        a = att_grid(h_att) + att_regions(h_att)        (summed, as the original)
-  language LSTM    x = [a ; h_att]                                 -> h_lang, c_lang
+  count            n = sum_i sigmoid(region score_i)               (not in the original: softmax
+                   attention averages, so it cannot tell one red ring from two; see README)
+  language LSTM    x = [a ; h_att ; n]                             -> h_lang, c_lang
   sentinel         s = sigmoid(W x + U h_lang(t-1)) * tanh(c_lang(t))   (the current cell, as in
                    adaptive attention; the original used c_lang(t-1))
   pointer          p = softmax over [s ; regions] of w^T tanh(W_k k + W_q h_lang)
@@ -44,11 +46,11 @@ class NBTDecoder(CaptionDecoder):
         self.att_lstm = nn.LSTMCell(H + E, H)
         self.att_grid = AdditiveAttention(query_size=H, key_size=H, hidden=A)
         self.att_region = AdditiveAttention(query_size=H, key_size=H, hidden=A)
-        self.lang_lstm = nn.LSTMCell(2 * H, H)
+        self.lang_lstm = nn.LSTMCell(2 * H + 1, H)
         self.drop = nn.Dropout(drop_prob)
         self.logit = nn.Linear(H, vocab_size)
         if pointer:
-            self.gate_x = nn.Linear(2 * H, H)
+            self.gate_x = nn.Linear(2 * H + 1, H)
             self.gate_h = nn.Linear(H, H)
             self.sentinel = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Dropout(drop_prob))
             self.pointer = AdditiveAttention(query_size=H, key_size=H, hidden=A)
@@ -80,9 +82,9 @@ class NBTDecoder(CaptionDecoder):
             pointer_keys = None if pointer_keys is None else pointer_keys[img]
         x = torch.cat([fc, self.embed(tokens)], -1)
         h_att, c_att = self.att_lstm(x, (h_att, c_att))
-        att = self.att_grid(h_att, f["grid"], f["grid_keys"], img=img) + \
-            self.att_region(h_att, f["regions"], f["region_keys"], f["region_mask"], img=img)
-        x_lang = torch.cat([att, h_att], -1)
+        att_r, count = self.att_region(h_att, f["regions"], f["region_keys"], f["region_mask"], img=img, count=True)
+        att = self.att_grid(h_att, f["grid"], f["grid_keys"], img=img) + att_r
+        x_lang = torch.cat([att, h_att, count], -1)                      # (N, 2H + 1)
         h_prev = h_lang
         h_lang, c_lang = self.lang_lstm(x_lang, (h_lang, c_lang))
         out = self.drop(h_lang)

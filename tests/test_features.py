@@ -15,7 +15,7 @@ def test_cached_features_train_and_match_the_cnn(world_dir, tmp_path):
     b = DataBundle.load(cached)
     ds = CaptionDataset(b, "val", train=True)
     item = ds[(0, 0)]
-    assert item["image"].shape == (32, 8, 8)                      # (D, h, w) conv map, no image
+    assert item["image"].shape == (32 + 8, 8, 8)                  # (D, h, w) conv map (+ colour skip), no image
     # the cached row equals the CNN applied to the eval-transformed image (float16 storage)
     from misc.backbone import build_backbone
     torch.manual_seed(opt.seed)

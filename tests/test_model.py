@@ -58,6 +58,27 @@ def test_attention_respects_mask():
     assert torch.allclose(att(q, values, att.project(values), mask), att(q, values2, att.project(values), mask))
 
 
+def test_attention_count_grows_with_matching_items():
+    """The count channel sums sigmoid scores over valid items: two copies of a matching item
+    count about twice what one does; padded items never count."""
+    torch.manual_seed(0)
+    att = AdditiveAttention(query_size=2, key_size=2, hidden=2)
+    with torch.no_grad():
+        att.key_proj.weight.copy_(torch.eye(2) * 10)
+        att.key_proj.bias.zero_()
+        att.query_proj.weight.zero_()
+        att.query_proj.bias.zero_()
+        att.score.weight.copy_(torch.tensor([[10.0, -10.0]]))
+        att.score.bias.zero_()
+    hit, miss = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    values = torch.stack([torch.stack([hit, miss, miss, miss]), torch.stack([hit, hit, miss, hit])])   # (2, 4, 2)
+    mask = torch.tensor([[True, True, True, False], [True, True, True, False]])
+    with torch.no_grad():
+        out, n = att(torch.zeros(2, 2), values, att.project(values), mask, count=True)
+    assert out.shape == (2, 2) and n.shape == (2, 1)
+    assert abs(float(n[0]) - 1.0) < 0.01 and abs(float(n[1]) - 2.0) < 0.01
+
+
 def test_region_encoder_and_heads_shapes():
     enc = RegionEncoder(feat_dim=8, num_classes=C, rnn_size=H, class_emb_size=4, loc_emb_size=4,
                         drop_prob=0.0, stride=8, image_size=64)
@@ -72,12 +93,14 @@ def test_region_encoder_and_heads_shapes():
     assert "fg_mask" in dict(heads.named_buffers()) and "fg_mask" not in dict(heads.named_parameters())
 
 
-@pytest.mark.parametrize("name,channels,stride", [("tiny", 32, 8), ("res18", 512, 32), ("vgg16", 512, 16)])
+@pytest.mark.parametrize("name,channels,stride", [("tiny", 32 + 8, 8), ("res18", 512, 32), ("vgg16", 512, 16)])
 def test_backbones(name, channels, stride):
     net = Backbone(name, pretrained=False, finetune=False, tiny_channels=32)
     out = net(torch.randn(1, 3, 64, 64))
-    assert out.shape == (1, channels, 64 // stride, 64 // stride)
-    if name != "tiny":
+    assert out.shape == (1, channels, 64 // stride, 64 // stride) and net.out_channels == channels
+    if name == "tiny":                                  # odd sizes: the colour skip still lines up
+        assert net(torch.randn(1, 3, 71, 53)).shape == (1, channels, 9, 7)
+    else:
         assert not net.trainable and not any(p.requires_grad for p in net.parameters())
 
 

@@ -76,6 +76,28 @@ def test_oracle_grounds_every_visual_word(world_dir):
     assert batch["n_grounded"] == batch["n_visual"]
 
 
+def test_positives_follow_the_attributes_a_phrase_names(world_dir):
+    """ "two red [rings]": only red rings are positives, even when the image has a blue ring too."""
+    from conftest import world_options
+    b = DataBundle.load(world_options(world_dir, det_oracle=True))
+    ds = CaptionDataset(b, "train", train=False)
+    colours = {"red", "green", "blue", "yellow", "purple", "orange"}
+    checked = narrowed = 0
+    for i in range(len(ds)):
+        it = ds[(i, 0)]
+        gt = it["gt"].numpy()                                   # oracle: proposal r is GT box r
+        for s_, t_ in (it["vis_cls"] > 0).nonzero().tolist():
+            before = b.vocab.ix_to_word.get(int(it["words"][s_, t_ - 1])) if t_ else None
+            if before not in colours:
+                continue
+            pos = it["pos"][s_, t_].numpy()
+            same_kind = (gt[:, 4] == int(it["vis_cls"][s_, t_])) & (gt[:, 5] == int(it["fg"][s_, t_]))
+            assert pos.any() and all(before in b.boxes.group_words[int(g)] for g in gt[pos, 6])
+            checked += 1
+            narrowed += int(pos.sum() < (same_kind[:len(pos)]).sum())
+    assert checked > 50 and narrowed > 0
+
+
 def test_same_batch_for_same_seed_epoch_index(tiny_opt):
     b = DataBundle.load(tiny_opt)
     ds = CaptionDataset(b, "train", train=True)
