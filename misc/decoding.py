@@ -109,7 +109,7 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
         live = (torch.isfinite(scores.view(N)) & ~finished).nonzero().flatten()   # (n,) sorted
         w_lp, r_lp, live_state = decoder.step(tokens_in[live], f, tuple(s[live] for s in state),
                                               pointed[live] if R else None, img=img[live])
-        state = tuple(s.index_copy(0, live, ls) for s, ls in zip(state, live_state))
+        state = tuple(s.index_copy(0, live, ls.to(s.dtype)) for s, ls in zip(state, live_state))
         logp = torch.full((N, V + R), NEG_INF, device=device)
         logp[live] = torch.cat([w_lp, r_lp], -1).float()                  # (N, V + R)
         if t == max_len:                                                   # out of length: must end
@@ -226,7 +226,7 @@ def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, tempera
         live = (~done).nonzero().flatten()                                # (n,) rows still writing
         word_lp, region_lp, live_state = decoder.step(tokens_in[live], f, tuple(s[live] for s in state),
                                                       pointed[live] if R else None, img=live)
-        state = tuple(s.index_copy(0, live, ls) for s, ls in zip(state, live_state))
+        state = tuple(s.index_copy(0, live, ls.to(s.dtype)) for s, ls in zip(state, live_state))
         logp = torch.zeros(B, V + R, device=word_lp.device)
         logp[live] = torch.cat([word_lp, region_lp], -1).float()          # done rows: never read
         tok = torch.multinomial(torch.softmax(logp / temperature, -1), 1).squeeze(1) if sample else logp.argmax(-1)
