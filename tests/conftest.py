@@ -46,3 +46,11 @@ def world_options(root: Path, scheme: str = "", **overrides):
 @pytest.fixture
 def tiny_opt(world_dir):
     return world_options(world_dir)
+
+
+@pytest.fixture(scope="session")
+def world_run(world_dir):
+    """A one-iteration (randomly initialised) world run, for the demo and the web page."""
+    from misc.session import train
+    opt = world_options(world_dir, id="demo_run", max_iters=1, eval_split="")
+    return train(opt)["dir"]

@@ -7,14 +7,7 @@ import torch
 from PIL import Image
 
 import demo
-from conftest import COCO_MINI, world_options
-
-
-@pytest.fixture(scope="module")
-def world_run(world_dir):
-    from misc.session import train
-    opt = world_options(world_dir, id="demo_run", max_iters=1, eval_split="")
-    return train(opt)["dir"]
+from conftest import COCO_MINI
 
 
 def test_demo_on_world_images_default_split(world_run, tmp_path):
