@@ -17,8 +17,13 @@ class AdditiveAttention(nn.Module):
     def project(self, keys: torch.Tensor) -> torch.Tensor:
         return self.key_proj(keys)                                     # (B, N, A)
 
-    def scores(self, query: torch.Tensor, keys_proj: torch.Tensor) -> torch.Tensor:
-        hidden = torch.tanh(keys_proj + self.query_proj(query)[:, None, :])   # (B, N, A)
+    def scores(self, query: torch.Tensor, keys_proj: torch.Tensor, img: torch.Tensor | None = None) -> torch.Tensor:
+        """query (B, Q), keys_proj (B, N, A) -> (B, N); with img (n,), keys_proj[img] for n queries."""
+        q = self.query_proj(query)[:, None, :]
+        if img is not None and not torch.is_grad_enabled():          # decoding: the gathered copy is
+            hidden = keys_proj[img].add_(q).tanh_()                  # the only (n, N, A) buffer
+        else:
+            hidden = torch.tanh((keys_proj if img is None else keys_proj[img]) + q)   # (B, N, A)
         return self.score(hidden).squeeze(-1)                          # (B, N)
 
     def forward(self, query: torch.Tensor, values: torch.Tensor, keys_proj: torch.Tensor,
@@ -29,15 +34,9 @@ class AdditiveAttention(nn.Module):
         / mask (decoding: the live beams of a batch; img sorted) -> (n, D).
         count: also return sum_i sigmoid(score_i) over valid i, (B, 1) - how many items match
         the query, which the softmax average cannot tell ("a ring" vs "two rings")."""
-        if img is not None:
-            mask = None if mask is None else mask[img]
-            if torch.is_grad_enabled():
-                s = self.scores(query, keys_proj[img])
-            else:                                                      # decoding: one (n, N, A) buffer
-                hidden = keys_proj[img].add_(self.query_proj(query)[:, None, :]).tanh_()
-                s = self.score(hidden).squeeze(-1)                     # (n, N)
-        else:
-            s = self.scores(query, keys_proj)
+        if img is not None and mask is not None:
+            mask = mask[img]
+        s = self.scores(query, keys_proj, img)
         n = None
         if count:
             n = torch.sigmoid(s.float())

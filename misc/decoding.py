@@ -68,6 +68,14 @@ def pointed_slot_logp(decoder, f: dict, state: tuple, rows: torch.Tensor, region
                              f["region_cls"][at, region[rows]])
 
 
+def step_live(decoder, f: dict, tokens_in, state: tuple, pointed, live: torch.Tensor, img: torch.Tensor):
+    """Step the decoder on rows `live` only (f per image, img (n,) the image of each live row);
+    the other rows keep their state. -> word_logp (n, V), region_logp (n, R), the full state."""
+    w_lp, r_lp, live_state = decoder.step(tokens_in[live], f, tuple(s[live] for s in state),
+                                          None if pointed is None else pointed[live], img=img)
+    return w_lp, r_lp, tuple(s.index_copy(0, live, ls.to(s.dtype)) for s, ls in zip(state, live_state))
+
+
 @torch.no_grad()
 def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
                 constraints: torch.Tensor | None = None, length_penalty: float = 0.0,
@@ -107,9 +115,7 @@ def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
 
     for t in range(max_len + 1):
         live = (torch.isfinite(scores.view(N)) & ~finished).nonzero().flatten()   # (n,) sorted
-        w_lp, r_lp, live_state = decoder.step(tokens_in[live], f, tuple(s[live] for s in state),
-                                              pointed[live] if R else None, img=img[live])
-        state = tuple(s.index_copy(0, live, ls.to(s.dtype)) for s, ls in zip(state, live_state))
+        w_lp, r_lp, state = step_live(decoder, f, tokens_in, state, pointed if R else None, live, img[live])
         logp = torch.full((N, V + R), NEG_INF, device=device)
         logp[live] = torch.cat([w_lp, r_lp], -1).float()                  # (N, V + R)
         if t == max_len:                                                   # out of length: must end
@@ -224,9 +230,7 @@ def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, tempera
     out = [Decoded([], [], [], 0.0) for _ in range(B)]
     for t in range(max_len):
         live = (~done).nonzero().flatten()                                # (n,) rows still writing
-        word_lp, region_lp, live_state = decoder.step(tokens_in[live], f, tuple(s[live] for s in state),
-                                                      pointed[live] if R else None, img=live)
-        state = tuple(s.index_copy(0, live, ls.to(s.dtype)) for s, ls in zip(state, live_state))
+        word_lp, region_lp, state = step_live(decoder, f, tokens_in, state, pointed if R else None, live, live)
         logp = torch.zeros(B, V + R, device=word_lp.device)
         logp[live] = torch.cat([word_lp, region_lp], -1).float()          # done rows: never read
         tok = torch.multinomial(torch.softmax(logp / temperature, -1), 1).squeeze(1) if sample else logp.argmax(-1)

@@ -20,6 +20,7 @@ import io
 import json
 import sys
 import threading
+import warnings
 from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,8 +84,6 @@ class CaptionService:
                         self.known[pixel_key(f)] = path
 
     def caption(self, data: bytes, beam_size: int, cbs: bool) -> tuple[dict, Image.Image]:
-        import warnings
-
         from misc.transforms import load_image
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
