@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from misc.backbone import build_backbone
+from misc.grouping import GROUP_KEYS, grouping_loss_sum
 from misc.losses import xe_loss_sums
 from misc.model import NBTDecoder
 
@@ -23,18 +24,28 @@ class Captioner(nn.Module):
         self.cached = cached
 
     def encode(self, batch: dict) -> dict:
+        """Decoder features of a batch, without the grouping module's pair logits (only the
+        training loss reads those; decoding would copy them per beam)."""
+        f, _ = self._encode(batch)
+        return f
+
+    def _encode(self, batch: dict) -> tuple[dict, dict]:
         images = batch["images"]
         conv = images if self.cached or self.backbone is None else self.backbone(images)
-        return self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
+        f = self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
+        groups = {k: f.pop(k) for k in GROUP_KEYS if k in f}
+        return f, groups
 
     def forward(self, batch: dict, ss_prob: float = 0.0, scst=None) -> dict:
         """XE loss sums (see misc.losses), or with `scst` the self-critical loss - computed
         inside forward so DDP sees one graph."""
-        f = self.encode(batch)
+        f, groups = self._encode(batch)
         if scst is not None:
             return scst.loss(self.decoder, f, batch["rows"])
         out = self.decoder(f, batch, ss_prob=ss_prob)
-        return xe_loss_sums(self.decoder, out, batch)
+        sums = xe_loss_sums(self.decoder, out, batch)
+        sums["grp"] = grouping_loss_sum(groups, batch) if groups else sums["lm"] * 0
+        return sums
 
 
 def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[int],
@@ -51,7 +62,7 @@ def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[in
                   loc_emb_size=opt.loc_emb_size, drop_prob=opt.drop_prob_lm, stride=backbone.stride,
                   image_size=opt.image_crop_size, class_vectors=class_vectors, grid_size=opt.grid_size)
     if opt.att_model == "topdown":
-        decoder = NBTDecoder(**common)
+        decoder = NBTDecoder(**common, region_grouping=opt.region_grouping)
     elif opt.att_model == "updown_plain":
         decoder = NBTDecoder(**common, pointer=False)
     elif opt.att_model in ("showtell", "aoanet"):

@@ -85,6 +85,8 @@ class Options:
     lm_loss_weight: float = 1.0
     bn_loss_weight: float = 1.0
     fg_loss_weight: float = 1.0
+    region_grouping: bool = False           # NBT: learned group sizes on region vectors (misc/grouping.py)
+    group_loss_weight: float = 1.0          # its pair loss, where instances say which objects form a group
     amp: str = "bf16"                       # none | bf16 | fp16 (GPU only)
     # --- scheduled sampling --------------------------------------------------------------
     scheduled_sampling_start: int = -1

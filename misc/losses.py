@@ -58,9 +58,13 @@ def xe_loss_sums(model, out: dict, batch: dict) -> dict:
     return sums
 
 
-def combine(sums: dict, weights: tuple[float, float, float], n_tokens: float, n_visual: float) -> dict:
+def combine(sums: dict, weights: tuple[float, ...], n_tokens: float, n_visual: float) -> dict:
+    """weights: language, plural, fine-grained and (optional) grouping; the grouping sum (over
+    region pairs) is normalised like the slot losses, per visual word."""
     lm = sums["lm"] / max(n_tokens, 1.0)
     bn = sums["bn"] / max(n_visual, 1.0)
     fg = sums["fg"] / max(n_visual, 1.0)
-    total = weights[0] * lm + weights[1] * bn + weights[2] * fg
-    return {"loss": total, "lm": lm.detach(), "bn": bn.detach(), "fg": fg.detach()}
+    grp = sums.get("grp", lm * 0) / max(n_visual, 1.0)
+    w_grp = weights[3] if len(weights) > 3 else 0.0
+    total = weights[0] * lm + weights[1] * bn + weights[2] * fg + w_grp * grp
+    return {"loss": total, "lm": lm.detach(), "bn": bn.detach(), "fg": fg.detach(), "grp": grp.detach()}

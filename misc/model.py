@@ -11,6 +11,7 @@ At each step (reference §2.3):
   pointer          p = softmax over [s ; regions] of w^T tanh(W_k k + W_q h_lang)
   output           log p(word w) = log softmax(W_o h_lang)_w + log p(sentinel)
                    log p(region i) = log p_i
+With `region_grouping`, region vectors also carry a learned group size (misc/grouping.py).
 Tokens: 0 = BOS / EOS, 1..V-1 words; V + c feeds the embedding of class c (a pointed region).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 
 from misc.attention import AdditiveAttention
 from misc.decoder_base import CaptionDecoder
+from misc.grouping import RegionGrouping
 from misc.regions import RegionEncoder
 from misc.slot_heads import SlotHeads
 
@@ -33,7 +35,8 @@ class NBTDecoder(CaptionDecoder):
                  rnn_size: int = 1024, input_encoding_size: int = 512, att_hid_size: int = 512,
                  class_emb_size: int = 300, loc_emb_size: int = 300, drop_prob: float = 0.5,
                  stride: int = 32, image_size: int = 512, pointer: bool = True,
-                 class_vectors: torch.Tensor | None = None, grid_size: int = 0):
+                 class_vectors: torch.Tensor | None = None, grid_size: int = 0,
+                 region_grouping: bool = False):
         super().__init__()
         H, E, A = rnn_size, input_encoding_size, att_hid_size
         self.vocab_size, self.num_classes, self.rnn_size = vocab_size, num_classes, H
@@ -42,6 +45,7 @@ class NBTDecoder(CaptionDecoder):
                                      class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
                                      drop_prob=drop_prob, stride=stride, image_size=image_size,
                                      class_vectors=class_vectors, grid_size=grid_size)
+        self.grouping = RegionGrouping(rnn_size=H, hidden=A) if region_grouping else None
         self.embed = nn.Sequential(nn.Embedding(vocab_size + num_classes + 1, E), nn.ReLU(), nn.Dropout(drop_prob))
         self.att_lstm = nn.LSTMCell(H + E, H)
         self.att_grid = AdditiveAttention(query_size=H, key_size=H, hidden=A)
@@ -59,6 +63,9 @@ class NBTDecoder(CaptionDecoder):
     # -- features -------------------------------------------------------------------------
     def encode(self, conv: torch.Tensor, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
         f = self.regions(conv, proposals, prop_mask)
+        if self.grouping is not None:
+            f["regions"], f["group_logits"], f["group_valid"] = self.grouping(
+                f["regions"], proposals[..., :4], f["region_cls"], prop_mask)
         f["grid_keys"] = self.att_grid.project(f["grid"])                  # (B, N, A)
         f["region_keys"] = self.att_region.project(f["regions"])           # (B, R, A)
         if self.has_pointer:

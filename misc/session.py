@@ -114,7 +114,7 @@ def train(opt: Options) -> dict:
                    f"baseline {stats['bn']:.3f} lr {lr:.2e} {time.time() - t0:.0f}s"
         else:
             line = f"epoch {epoch}: loss {stats['loss']:.3f} (lm {stats['lm']:.3f} bn {stats['bn']:.3f} " \
-                   f"fg {stats['fg']:.3f}) lr {lr:.2e} {time.time() - t0:.0f}s"
+                   f"fg {stats['fg']:.3f}" + (f" grp {stats['grp']:.3f}" if opt.region_grouping else "") + f") lr {lr:.2e} {time.time() - t0:.0f}s"
         if len(state["skipped"]) > n_skipped:
             line += f" | {len(state['skipped']) - n_skipped} unreadable images skipped"
         record = {"epoch": epoch, **stats}
