@@ -68,3 +68,19 @@ def test_grounding_report_counts():
     g = ev.grounding
     assert g["words"] == 3 and g["correct"] == 2 and g["fine_words"] == 2 and g["fine_correct"] == 2
     assert g["plural_words"] == 2 and g["plural_correct"] == 1
+
+
+def test_count_report_reads_group_sizes_and_number_words():
+    from tools.count_report import report
+    instances = {"categories": [{"id": 1, "name": "circle"}], "annotations": [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "attributes": {"colour": "red"}},
+        {"image_id": 1, "category_id": 1, "bbox": [20, 0, 10, 10], "attributes": {"colour": "red"}},
+        {"image_id": 1, "category_id": 1, "bbox": [40, 0, 10, 10], "attributes": {"colour": "blue"}}]}
+    results = {"imgToEval": [{"image_id": 1, "caption": "two red rings and a blue ring", "grounding": [
+        {"class": "circle", "box": [0, 0, 10, 10], "plural": 1, "position": 2},
+        {"class": "circle", "box": [41, 0, 50, 10], "plural": 1, "position": 6}]}]}
+    r = report(results, instances)
+    assert r["grounded_words"] == 2
+    assert r["plural_accuracy"] == 0.5                    # the blue ring is alone: singular was right
+    assert r["number_matches_group"] == 1.0               # "two" for the pair, "a" for the single one
+    assert r["by_group_size"] == {2: {"2": 1}, 1: {"1": 1}}

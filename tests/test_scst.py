@@ -117,3 +117,18 @@ def test_main_switches_to_scst_after_xe(world_dir):
     run = train(opt)
     hist = run["state"]["history"]
     assert len(hist) == 2 and "loss" in hist[1]
+
+
+def test_scst_keeps_batchnorm_statistics():
+    """SCST fine-tunes the policy: BatchNorm layers normalise with, and do not update, their running
+    statistics (one SCST epoch at a zero learning rate moved world test CIDEr by 5 points before)."""
+    from misc.backbone import TinyCNN
+    from misc.trainer import freeze_batchnorm_stats
+    torch.manual_seed(0)
+    net = TinyCNN(channels=8).train()
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    freeze_batchnorm_stats(net)
+    net(torch.randn(2, 3, 32, 32))
+    after = net.state_dict()
+    assert before and all(torch.equal(v, after[k]) for k, v in before.items())
+    assert net.training                                   # dropout etc. still in training mode

@@ -78,7 +78,8 @@ def test_gradient_accumulation_equals_one_big_batch(world_dir):
     from misc.dataset import CaptionDataset, DataBundle, collate
     from misc.losses import combine
     from misc.trainer import batch_counts, build_model
-    opt = world_options(world_dir, cnn_backend="res18", finetune_cnn=False, att_feat_size=512)
+    opt = world_options(world_dir, cnn_backend="res18", finetune_cnn=False, att_feat_size=512,
+                        region_grouping=True)
     bundle = DataBundle.load(opt)
     items = [CaptionDataset(bundle, "train", train=True)[(i, 0)] for i in range(6)]
 
@@ -86,10 +87,11 @@ def test_gradient_accumulation_equals_one_big_batch(world_dir):
         model = build_model(opt, bundle, torch.device("cpu"))
         total = [sum(batch_counts(b, opt.seq_length)[i] for b in batches) for i in (0, 1)]
         for b in batches:
-            combine(model(b), (1, 1, 1), *total)["loss"].backward()
+            combine(model(b), (1, 1, 1, 1), *total)["loss"].backward()
         return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     big = grads([collate(items)])
     acc = grads([collate(items[:3]), collate(items[3:])])
+    assert any(n.startswith("decoder.grouping.") for n in big)      # the pair loss reaches the module
     for n, g in big.items():
         assert torch.allclose(acc[n], g, atol=1e-6, rtol=1e-4), n
 

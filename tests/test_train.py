@@ -40,7 +40,8 @@ def test_overfit_twenty_images(world_dir):
     from misc.losses import combine
     from misc.trainer import batch_counts, build_model, build_optimizer, evaluate
     opt = world_options(world_dir, seq_per_img=1, rnn_size=128, input_encoding_size=64, att_hid_size=64,
-                        att_feat_size=64, fc_feat_size=64, learning_rate=3e-3, eval_max_images=20)
+                        att_feat_size=64, fc_feat_size=64, learning_rate=3e-3, eval_max_images=20,
+                        region_grouping=True)
     bundle = DataBundle.load(opt)
     rows = bundle.rows("train")[:20]
     for r in rows:                                   # one caption per image: one right answer
@@ -53,7 +54,7 @@ def test_overfit_twenty_images(world_dir):
     curve = []
     for step in range(300):
         optimizer.zero_grad()
-        loss = combine(model(batch), (1, 1, 1), *counts)
+        loss = combine(model(batch), (1, 1, 1, 1), *counts)
         loss["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
         optimizer.step()

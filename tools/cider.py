@@ -8,8 +8,9 @@ prepro as JSON) or, in corpus mode, from the references being scored.
 
 No per-sentence dictionaries: sentences are integer arrays, every n-gram gets an int64 code
 (base-V digits of its word ids, times 4, plus n - 1), sentence vectors are (row, code, count)
-triples, and all (hypothesis, reference) pairs are scored at once by sorted-key intersection and
-bincount. In SCST the references of an image are encoded once and cached.
+triples. References become one table per hypothesis (strings) or per image (SCST, encoded once
+and cached): their n-grams as sorted keys with the tf-idf in each reference; one `_score` matches
+all hypotheses against it with a searchsorted and bincounts.
 """
 from __future__ import annotations
 
@@ -113,9 +114,19 @@ class CiderD:
             df_table = self.df
         words = {i: w for w, i in vocab.items()}
         df_vals = np.array([df_table["df"].get(_decode(c, base, words), 0.0) for c in uniq], np.float64)
-        idf = df_table["ref_len"] - np.log(np.maximum(1.0, df_vals))
-        n_refs = np.array([len(r) for r in refs])
-        scores = _pair_scores((rows, codes, counts * idf[inverse], lengths), len(hyps), n_refs)
+        idf = (df_table["ref_len"] - np.log(np.maximum(1.0, df_vals)))[inverse]
+        H = len(hyps)
+        n_refs = np.array([len(r) for r in refs], np.int64)
+        is_ref = rows >= H
+        owner = np.repeat(np.arange(H), n_refs)                             # hypothesis of each reference
+        first = np.cumsum(n_refs) - n_refs                                  # its first reference
+        r_row = rows[is_ref] - H
+        r_slot, r_idx = owner[r_row], r_row - first[owner[r_row]]
+        tables = _reference_tables(r_slot, r_idx, inverse[is_ref], codes[is_ref] % N_MAX,
+                                   (counts * idf)[is_ref], lengths[H:], n_refs, G=len(uniq))
+        h = ~is_ref
+        scores = _score(rows[h], inverse[h], codes[h] % N_MAX, (counts * idf)[h], lengths[:H],
+                        np.arange(H), tables, G=len(uniq))
         return float(scores.mean()) if len(scores) else 0.0, scores
 
     # -- word ids (SCST) ---------------------------------------------------------------------
@@ -186,24 +197,8 @@ class CiderD:
 
         rows, codes, counts, h_len = gram_table(hyps, self.base)
         idf, gid = self._lookup(codes)
-        vals = counts * idf
-        n_of = codes % N_MAX
-        h_norms = np.sqrt(np.bincount(rows * N_MAX + n_of, weights=vals ** 2,
-                                      minlength=N * N_MAX)).reshape(N, N_MAX)          # (N, 4)
-        h_keys = slot[rows] * G + gid
-        pos = np.minimum(np.searchsorted(ref_keys, h_keys), max(len(ref_keys) - 1, 0))
-        hit = (gid >= 0) & (ref_keys[pos] == h_keys) if len(ref_keys) else np.zeros(len(gid), bool)
-        vr = ref_vals[pos[hit]]                                                          # (F, R)
-        clipped = np.minimum(vals[hit, None], vr) * vr                                   # (F, R)
-        index = (rows[hit, None] * R + np.arange(R)) * N_MAX + n_of[hit, None]          # (F, R)
-        overlap = np.bincount(index.ravel(), weights=clipped.ravel(),
-                              minlength=N * R * N_MAX).reshape(N, R, N_MAX)
-        denom = h_norms[:, None, :] * ref_norms[slot]                                    # (N, R, 4)
-        sim = np.where(denom != 0, overlap / np.where(denom != 0, denom, 1.0), overlap)
-        delta = h_len[:, None] - ref_len[slot]                                           # (N, R)
-        per_ref = sim.mean(2) * np.exp(-(delta ** 2) / (2 * SIGMA ** 2))                 # (N, R)
-        real = np.arange(R) < n_refs[slot][:, None]
-        return (per_ref * real).sum(1) / np.maximum(n_refs[slot], 1) * 10.0
+        return _score(rows, gid, codes % N_MAX, counts * idf, h_len, slot,
+                      (ref_keys, ref_vals, ref_norms, ref_len, n_refs), G=G)
 
 
 def _decode(code: int, base: int, words: dict[int, str]) -> str:
@@ -216,41 +211,41 @@ def _decode(code: int, base: int, words: dict[int, str]) -> str:
     return " ".join(words[i] for i in reversed(ids))
 
 
-def _pair_scores(table, n_hyps: int, n_refs: np.ndarray) -> np.ndarray:
-    """table: rows, codes, tf-idf values, lengths over hypotheses (rows 0..n_hyps-1) followed by
-    each hypothesis's references in order -> per-hypothesis CIDEr-D."""
-    rows, codes, vals, lengths = table
-    S = len(lengths)
-    if len(rows) > 1 and np.any(rows[1:] < rows[:-1]):
-        order = np.argsort(rows, kind="stable")
-        rows, codes, vals = rows[order], codes[order], vals[order]
-    n_of = codes % N_MAX
-    norms = np.sqrt(np.bincount(rows * N_MAX + n_of, weights=vals ** 2, minlength=S * N_MAX)).reshape(S, N_MAX)
-    pair_h = np.repeat(np.arange(n_hyps), n_refs)
-    pair_r = n_hyps + np.arange(int(n_refs.sum()))
-    P = len(pair_h)
-    starts = np.searchsorted(rows, np.arange(S + 1))
-    h_sel, h_pair = _expand(starts, pair_h)
-    r_sel, r_pair = _expand(starts, pair_r)
-    _, dense = np.unique(codes, return_inverse=True)                       # small keys: no overflow
-    span = int(dense.max()) + 1 if len(dense) else 1
-    h_key, r_key = h_pair * span + dense[h_sel], r_pair * span + dense[r_sel]
-    _, hi, ri = np.intersect1d(h_key, r_key, assume_unique=True, return_indices=True)
-    vh, vr = vals[h_sel[hi]], vals[r_sel[ri]]
-    overlap = np.bincount(h_pair[hi] * N_MAX + n_of[h_sel[hi]], weights=np.minimum(vh, vr) * vr,
-                          minlength=P * N_MAX).reshape(P, N_MAX)
-    denom = norms[pair_h] * norms[pair_r]
+def _reference_tables(slot, idx, gid, n_of, vals, lengths, n_refs, *, G: int) -> tuple:
+    """Reference n-grams (slot = hypothesis or image they belong to, reference index within it,
+    dense n-gram id < G, n - 1, tf-idf), reference lengths in order, references per slot ->
+    keys (U,) sorted slot * G + id, tf-idf per reference (U, R), norms (S, R, 4), lengths (S, R)."""
+    S, R = len(n_refs), max(int(n_refs.max(initial=0)), 1)
+    keys, col = np.unique(slot * G + gid, return_inverse=True)
+    values = np.zeros((len(keys), R))
+    values[col, idx] = vals                                                   # distinct per sentence
+    norms = np.sqrt(np.bincount((slot * R + idx) * N_MAX + n_of, weights=vals ** 2,
+                                minlength=S * R * N_MAX)).reshape(S, R, N_MAX)
+    owner = np.repeat(np.arange(S), n_refs)
+    ref_len = np.zeros((S, R))
+    ref_len[owner, np.arange(len(owner)) - (np.cumsum(n_refs) - n_refs)[owner]] = lengths
+    return keys, values, norms, ref_len, n_refs
+
+
+def _score(rows, gid, n_of, vals, h_len, slot, tables, *, G: int) -> np.ndarray:
+    """CIDEr-D of each hypothesis against its slot's references. Hypothesis n-grams: row, dense id
+    (-1: no reference has it), n - 1, tf-idf; h_len (N,) lengths; slot (N,); tables as made by
+    `_reference_tables`. Matching is one searchsorted of slot * G + id in the sorted keys."""
+    ref_keys, ref_vals, ref_norms, ref_len, n_refs = tables
+    N, R = len(h_len), ref_vals.shape[1]
+    h_norms = np.sqrt(np.bincount(rows * N_MAX + n_of, weights=vals ** 2,
+                                  minlength=N * N_MAX)).reshape(N, N_MAX)              # (N, 4)
+    h_keys = slot[rows] * G + gid
+    pos = np.minimum(np.searchsorted(ref_keys, h_keys), max(len(ref_keys) - 1, 0))
+    hit = (gid >= 0) & (ref_keys[pos] == h_keys) if len(ref_keys) else np.zeros(len(gid), bool)
+    vr = ref_vals[pos[hit]]                                                          # (F, R)
+    clipped = np.minimum(vals[hit, None], vr) * vr                                   # (F, R)
+    index = (rows[hit, None] * R + np.arange(R)) * N_MAX + n_of[hit, None]          # (F, R)
+    overlap = np.bincount(index.ravel(), weights=clipped.ravel(),
+                          minlength=N * R * N_MAX).reshape(N, R, N_MAX)
+    denom = h_norms[:, None, :] * ref_norms[slot]                                    # (N, R, 4)
     sim = np.where(denom != 0, overlap / np.where(denom != 0, denom, 1.0), overlap)
-    delta = lengths[pair_h] - lengths[pair_r]
-    sim = sim * np.exp(-(delta ** 2) / (2 * SIGMA ** 2))[:, None]
-    per_pair = sim.mean(1)
-    return np.bincount(pair_h, weights=per_pair, minlength=n_hyps) / np.maximum(n_refs, 1) * 10.0
-
-
-def _expand(starts: np.ndarray, sentence_of_pair: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Entry indices of each pair's sentence, and the pair index of each entry."""
-    lo, hi = starts[sentence_of_pair], starts[sentence_of_pair + 1]
-    sizes = hi - lo
-    pair = np.repeat(np.arange(len(sentence_of_pair)), sizes)
-    offsets = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    return np.repeat(lo, sizes) + offsets, pair
+    delta = h_len[:, None] - ref_len[slot]                                           # (N, R)
+    per_ref = sim.mean(2) * np.exp(-(delta ** 2) / (2 * SIGMA ** 2))                 # (N, R)
+    real = np.arange(R) < n_refs[slot][:, None]
+    return (per_ref * real).sum(1) / np.maximum(n_refs[slot], 1) * 10.0

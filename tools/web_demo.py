@@ -74,14 +74,23 @@ class CaptionService:
         self.run = run
         self.cap = NBTCaptioner.from_pretrained(run, **overrides)
         self.lock = threading.Lock()
-        self.known: dict[str, Path] = {}
-        if self.cap.opt.dataset == "world" and Path(self.cap.opt.proposal_h5).is_file():
-            root = Path(self.cap.opt.image_path)
-            for im in read_json(self.cap.opt.input_dic)["images"]:
-                path = root / im["file_path"]
-                if path.is_file():
-                    with Image.open(path) as f:
-                        self.known[pixel_key(f)] = path
+        self._known: dict[str, Path] | None = None
+
+    def known_path(self, image: Image.Image) -> Path | None:
+        """The world image with these pixels (its proposals are in the run's h5), or None. The
+        index is built on the first upload, not at start-up (one PNG decode per world image)."""
+        if self.cap.opt.dataset != "world" or not Path(self.cap.opt.proposal_h5).is_file():
+            return None
+        with self.lock:
+            if self._known is None:
+                self._known = {}
+                root = Path(self.cap.opt.image_path)
+                for im in read_json(self.cap.opt.input_dic)["images"]:
+                    path = root / im["file_path"]
+                    if path.is_file():
+                        with Image.open(path) as f:
+                            self._known[pixel_key(f)] = path
+        return self._known.get(pixel_key(image))
 
     def caption(self, data: bytes, beam_size: int, cbs: bool) -> tuple[dict, Image.Image]:
         from misc.transforms import load_image
@@ -91,7 +100,7 @@ class CaptionService:
         if image is None:
             raise ValueError("not a readable image (JPEG, PNG, ...), or over the size limit")
         proposals = None
-        path = self.known.get(pixel_key(image))
+        path = self.known_path(image)
         if path is not None:
             proposals = demo.proposals_for([path], self.cap, "")
         elif self.cap.opt.dataset == "world" and not self.cap.opt.detector_weights:
