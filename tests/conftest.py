@@ -52,5 +52,5 @@ def tiny_opt(world_dir):
 def world_run(world_dir):
     """A one-iteration (randomly initialised) world run, for the demo and the web page."""
     from misc.session import train
-    opt = world_options(world_dir, id="demo_run", max_iters=1, eval_split="")
+    opt = world_options(world_dir, id="demo_run", max_iters=1, eval_split="", region_grouping=True)
     return train(opt)["dir"]

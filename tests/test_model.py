@@ -144,9 +144,12 @@ def test_teacher_forcing_loss_and_targets():
     assert target.tolist() == [[3, 0, 0, 0]] and m.tolist() == [[True, True, False, False]]
 
 
-def test_beam_one_equals_greedy():
-    dec = tiny_decoder()
+@pytest.mark.parametrize("grouping", [False, True])
+def test_beam_one_equals_greedy(grouping):
+    dec = tiny_decoder(region_grouping=grouping)
     f, _, _ = features(dec, B=4)
+    if grouping:
+        assert f["group_logits"].shape == (4, 5, 5) and not f["group_valid"][-1, -1].any()
     g = greedy(dec, f, max_len=12)
     b = beam_search(dec, f, beam_size=1, max_len=12)
     for x, y in zip(g, b):
