@@ -118,11 +118,7 @@ class CiderD:
         H = len(hyps)
         n_refs = np.array([len(r) for r in refs], np.int64)
         is_ref = rows >= H
-        owner = np.repeat(np.arange(H), n_refs)                             # hypothesis of each reference
-        first = np.cumsum(n_refs) - n_refs                                  # its first reference
-        r_row = rows[is_ref] - H
-        r_slot, r_idx = owner[r_row], r_row - first[owner[r_row]]
-        tables = _reference_tables(r_slot, r_idx, inverse[is_ref], codes[is_ref] % N_MAX,
+        tables = _reference_tables(rows[is_ref] - H, inverse[is_ref], codes[is_ref] % N_MAX,
                                    (counts * idf)[is_ref], lengths[H:], n_refs, G=len(uniq))
         h = ~is_ref
         scores = _score(rows[h], inverse[h], codes[h] % N_MAX, (counts * idf)[h], lengths[:H],
@@ -211,19 +207,22 @@ def _decode(code: int, base: int, words: dict[int, str]) -> str:
     return " ".join(words[i] for i in reversed(ids))
 
 
-def _reference_tables(slot, idx, gid, n_of, vals, lengths, n_refs, *, G: int) -> tuple:
-    """Reference n-grams (slot = hypothesis or image they belong to, reference index within it,
-    dense n-gram id < G, n - 1, tf-idf), reference lengths in order, references per slot ->
-    keys (U,) sorted slot * G + id, tf-idf per reference (U, R), norms (S, R, 4), lengths (S, R)."""
+def _reference_tables(ref, gid, n_of, vals, lengths, n_refs, *, G: int) -> tuple:
+    """Reference n-grams (ref = which reference sentence, numbered across slots in order; dense
+    n-gram id < G; n - 1; tf-idf), reference lengths (in that order), references per slot (a
+    hypothesis) -> keys (U,) sorted slot * G + id, tf-idf per reference (U, R), norms (S, R, 4),
+    lengths (S, R)."""
     S, R = len(n_refs), max(int(n_refs.max(initial=0)), 1)
+    owner = np.repeat(np.arange(S), n_refs)                                   # slot of each reference
+    rank = np.arange(len(owner)) - (np.cumsum(n_refs) - n_refs)[owner]        # its index in the slot
+    slot, idx = owner[ref], rank[ref]
     keys, col = np.unique(slot * G + gid, return_inverse=True)
     values = np.zeros((len(keys), R))
     values[col, idx] = vals                                                   # distinct per sentence
     norms = np.sqrt(np.bincount((slot * R + idx) * N_MAX + n_of, weights=vals ** 2,
                                 minlength=S * R * N_MAX)).reshape(S, R, N_MAX)
-    owner = np.repeat(np.arange(S), n_refs)
     ref_len = np.zeros((S, R))
-    ref_len[owner, np.arange(len(owner)) - (np.cumsum(n_refs) - n_refs)[owner]] = lengths
+    ref_len[owner, rank] = lengths
     return keys, values, norms, ref_len, n_refs
 
 
