@@ -2,10 +2,12 @@
 
     python main.py                                     # the built-in world (cfgs/world.yml)
     python main.py --path_opt cfgs/normal_coco_res101.yml --batch_size 20
-    python main.py --path_opt cfgs/normal_coco_res101.yml --inference_only True --beam_size 3 \
+    python main.py --path_opt cfgs/normal_coco_res101.yml --inference_only True --beam_size 3 \\
         --start_from save/normal_coco_res101
 
 Options come from cfgs/*.yml and the command line (the command line wins); `--help` lists them.
+Exit status: 0 done, 2 bad option or data (one line on stderr), 130 / 143 interrupted by
+SIGINT / SIGTERM after writing a resumable checkpoint.
 """
 from __future__ import annotations
 
@@ -13,44 +15,55 @@ import sys
 import warnings
 from pathlib import Path
 
-from misc.config import ConfigError, build_options, main_argparser_help
+from misc.config import ConfigError, build_options, format_help, help_defaults
 from misc.io import DataError
 
 DEFAULT_CFG = "cfgs/world.yml" if Path("cfgs/world.yml").is_file() else str(Path(__file__).resolve().parent / "cfgs" / "world.yml")
+WORLD_ROOT = Path("data/world")
 
 
 def ensure_world(opt) -> None:
-    """The built-in world is generated on first use (about half a minute)."""
+    """The built-in world is generated on first use (about ten seconds), and only into its own
+    location data/world: a mistyped --input_dic is a missing file, never a new world."""
     if opt.dataset != "world" or Path(opt.input_dic).is_file():
         return
-    from prepro.prepare_world import prepare
-    from prepro.world import WorldConfig
     root = Path(opt.input_dic).parent
     root = root.parent if root.name in ("robust", "noc") else root
+    if root.resolve() != WORLD_ROOT.resolve() or (root / "dic_world.json").exists():
+        raise DataError(f"file not found: {opt.input_dic} (the built-in world is generated only into "
+                        f"{WORLD_ROOT}/; elsewhere run prepro/prepare_world.py --out DIR)")
+    from prepro.prepare_world import prepare
+    from prepro.world import WorldConfig
     print(f"generating the built-in world in {root} ...", flush=True)
     prepare(WorldConfig(out=str(root)))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
-        print(main_argparser_help())
-        return 0
     try:
+        if "-h" in argv or "--help" in argv:
+            print(format_help("main.py", __doc__.strip().splitlines()[0], help_defaults(argv, DEFAULT_CFG)))
+            return 0
         opt = build_options(argv, default_cfg=DEFAULT_CFG)
         ensure_world(opt)
-        from misc.session import inference, train
+        from misc.session import Interrupted, inference, train
         if opt.inference_only:
             inference(opt)
             return 0
-        run = train(opt)
+        try:
+            run = train(opt)
+        except Interrupted as stop:
+            return 128 + stop.signum
         print(f"checkpoints in {run['dir']}")
         if opt.eval_split and not run["state"]["stop"]:
             from dataclasses import replace
-            inference(replace(opt, start_from=run["dir"], id=Path(run["dir"]).name))
+            inference(replace(opt, start_from=run["dir"], id=Path(run["dir"]).name, resume_epoch=-1))
     except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:                 # before training started, or a second Ctrl-C
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -34,7 +34,7 @@ def world_options(root: Path, scheme: str = "", **overrides):
         image_path=str(root / "images"), proposal_h5=str(root / "world_detection.h5"),
         instances_json=[str(root / "annotations" / "instances_world.json")],
         class_name_file=str(root / "world_class_name.txt"), cnn_backend="tiny", pretrained_cnn=False,
-        finetune_cnn=True, att_feat_size=32, fc_feat_size=32, rnn_size=48, input_encoding_size=24,
+        finetune_cnn=True, att_feat_size=32, rnn_size=48, input_encoding_size=24,
         att_hid_size=24, class_emb_size=16, loc_emb_size=16, image_size=72, image_crop_size=64,
         seq_length=16, batch_size=8, num_workers=0, cuda=False, learning_rate=3e-3, grad_clip=2.0,
         drop_prob_lm=0.0, max_epochs=1, val_every_epoch=0, disp_interval=0, checkpoint_path=str(root / "save"),

@@ -33,9 +33,13 @@ def test_unknown_key_names_the_closest(tmp_path):
         build_options(["--path_opt", str(cfg)])
 
 
-def test_max_epoch_prefix_is_not_silently_accepted():
-    with pytest.raises(ConfigError, match="max_epochs"):
-        build_options(["--max_epoch", "3"])
+def test_unambiguous_prefix_is_the_option_as_in_argparse():
+    assert build_options(["--max_epoch", "3"]).max_epochs == 3
+
+
+def test_ambiguous_prefix_names_the_candidates():
+    with pytest.raises(ConfigError, match="learning_rate_decay_start.*learning_rate_decay_every"):
+        build_options(["--learning_rate_decay", "3"])
 
 
 def test_shipped_configs_load():

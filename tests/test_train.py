@@ -40,7 +40,7 @@ def test_overfit_twenty_images(world_dir):
     from misc.losses import combine
     from misc.trainer import batch_counts, build_model, build_optimizer, evaluate
     opt = world_options(world_dir, seq_per_img=1, rnn_size=128, input_encoding_size=64, att_hid_size=64,
-                        att_feat_size=64, fc_feat_size=64, learning_rate=3e-3, eval_max_images=20,
+                        att_feat_size=64, learning_rate=3e-3, eval_max_images=20,
                         region_grouping=True)
     bundle = DataBundle.load(opt)
     rows = bundle.rows("train")[:20]
@@ -149,7 +149,7 @@ def _grads(opt, rank, world):
 def ddp_options(root):
     """A frozen ResNet-18 (FrozenBatchNorm): batch statistics would differ per shard with the
     world's trainable BatchNorm CNN (on GPUs DDP converts it to SyncBatchNorm)."""
-    return world_options(root, cnn_backend="res18", finetune_cnn=False, att_feat_size=512, fc_feat_size=512)
+    return world_options(root, cnn_backend="res18", finetune_cnn=False, att_feat_size=512)
 
 
 def test_ddp_two_processes_equal_one_process(world_dir):

@@ -1,0 +1,134 @@
+"""The command line as the original's users type it: its README commands verbatim, its dead
+options, prefixes, wrong choices and out-of-range values caught before any data is read, and a
+--help that describes every option with the defaults of the config it would run."""
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from misc.config import DEAD_OPTIONS, ConfigError, Options, build_options, format_help, help_defaults
+
+# Every main.py command line of the original project's README (github.com/jiasenlu/NeuralBabyTalk),
+# verbatim, including its flags that our parser must accept unchanged.
+ORIGINAL_README = [
+    "--path_opt cfgs/normal_coco_res101.yml --batch_size 20 --cuda True --num_workers 20 --max_epoch 30",
+    "--path_opt cfgs/normal_coco_res101.yml --batch_size 20 --cuda True --num_workers 20 --max_epoch 30 "
+    "--inference_only True --beam_size 3 --start_from save/coco_nbt_1024",
+    "--path_opt cfgs/normal_flickr_res101.yml --batch_size 20 --cuda True --num_workers 20 --max_epoch 30",
+    "--path_opt cfgs/normal_flickr_res101.yml --batch_size 20 --cuda True --num_workers 20 --max_epoch 30 "
+    "--inference_only True --beam_size 3 --start_from save/flickr30k_nbt_1024",
+    "--path_opt cfgs/robust_coco.yml --batch_size 20 --cuda True --num_workers 20 --max_epoch 30",
+    "--path_opt cfgs/robust_coco.yml --batch_size 20 --cuda True --num_workers 20 --max_epoch 30 "
+    "--inference_only True --beam_size 3 --start_from save/robust_coco_nbt_1024",
+    "--path_opt cfgs/noc_coco_res101.yml --batch_size 20 --cuda True --num_workers 20 --max_epoch 30",
+    "--path_opt cfgs/noc_coco_res101.yml --batch_size 20 --cuda True --num_workers 20 --max_epoch 30 "
+    "--inference_only True --beam_size 3 --start_from save/noc_coco_nbt_1024",
+    "--path_opt cfgs/noc_coco_res101.yml --cbs True --cbs_tag_size 3 --cbs_mode novel --inference_only True "
+    "--start_from save/noc_coco_nbt_1024",
+    "--path_opt cfgs/normal_coco_res101.yml --mGPUs True --batch_size 100",
+    "--inference_only True --beam_size 3",
+]
+
+
+@pytest.mark.parametrize("line", ORIGINAL_README)
+def test_every_command_of_the_original_readme_parses(line):
+    opt = build_options(shlex.split(line), default_cfg=str(ROOT / "cfgs" / "world.yml"))
+    if "--max_epoch " in line:
+        assert opt.max_epochs == 30 and opt.batch_size == 20 and opt.num_workers == 20
+
+
+def test_original_readme_command_fails_only_on_missing_data(tmp_path):
+    """From a folder without COCO: one line about the missing file, exit 2, no option error."""
+    args = shlex.split(ORIGINAL_README[0])
+    args[1] = str(ROOT / args[1])
+    r = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "not found" in errors[0] and "option" not in errors[0], r.stderr
+    assert not (tmp_path / "save").exists()
+
+
+def test_every_config_name_of_the_original_exists():
+    for name in ("normal_coco_res101", "normal_flickr_res101", "robust_coco", "noc_coco_res101", "noc_coco_vgg16"):
+        assert build_options(["--path_opt", str(ROOT / "cfgs" / f"{name}.yml")]).dataset in ("coco", "flickr30k")
+
+
+@pytest.mark.parametrize("name", sorted(DEAD_OPTIONS))
+def test_dead_options_of_the_original_are_accepted_with_a_notice(name, capsys):
+    import misc.config
+    misc.config._noticed.discard(name)
+    opt = build_options([f"--{name}", "1", "--batch_size", "4"])
+    assert opt.batch_size == 4 and not hasattr(opt, name)
+    err = capsys.readouterr().err
+    assert name in err and "no effect" in err and len(err.strip().splitlines()) == 1
+
+
+def test_dead_options_in_an_original_config_file_are_accepted(tmp_path):
+    cfg = tmp_path / "orig.yml"
+    cfg.write_text("dataset: coco\nnum_layers: 1\nval_images_use: -1\ncider_df: 'corpus'\nbatch_size: 7\n")
+    assert build_options(["--path_opt", str(cfg)]).batch_size == 7
+
+
+def test_misspelled_choice_names_the_valid_values_and_the_nearest():
+    with pytest.raises(ConfigError, match=r"'unqiue' is not one of all, unique, novel; did you mean 'unique'"):
+        build_options(["--cbs_mode", "unqiue"])
+    with pytest.raises(ConfigError, match="res101"):
+        build_options(["--cnn_backend", "resnet101"])
+
+
+def test_misspelled_boolean_suggests_the_value():
+    with pytest.raises(ConfigError, match="did you mean True"):
+        build_options(["--mGPUs", "Ture"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--batch_size", "-1"], "batch_size"), (["--batch_size", "0"], "batch_size"),
+    (["--grad_accum", "0"], "grad_accum"), (["--learning_rate", "nan"], "learning_rate"),
+    (["--learning_rate", "-1"], "learning_rate"), (["--beam_size", "0"], "beam_size"),
+    (["--cbs_tag_size", "99"], "cbs_tag_size"), (["--drop_prob_lm", "1.5"], "drop_prob_lm"),
+    (["--image_crop_size", "600", "--image_size", "576"], "image_crop_size"),
+    (["--resume_epoch", "3"], "needs --id"),
+])
+def test_out_of_range_options_are_one_line_errors(args, needle):
+    with pytest.raises(ConfigError, match=needle) as err:
+        build_options(args)
+    assert "\n" not in str(err.value)
+
+
+def test_range_errors_come_before_any_data_is_read(tmp_path):
+    """The data paths do not exist: the option error is what the user sees, and nothing is made."""
+    r = subprocess.run([sys.executable, str(ROOT / "main.py"), "--batch_size", "0", "--input_dic",
+                        str(tmp_path / "typo" / "dic.json")], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: option 'batch_size'")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_mistyped_input_dic_generates_no_world(tmp_path):
+    typo = tmp_path / "data" / "wrold" / "dic_world.json"
+    r = subprocess.run([sys.executable, str(ROOT / "main.py"), "--input_dic", str(typo)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not found" in r.stderr and str(typo) in r.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "save").exists()
+
+
+def test_help_describes_every_option_with_the_config_defaults():
+    text = format_help("main.py", "NBT", help_defaults([], str(ROOT / "cfgs" / "world.yml")))
+    for name, f in Options.fields().items():
+        assert f"--{name}\n" in text + "\n", name
+        assert len(f.metadata["help"]) > 10, name
+    assert "--batch_size\n      images per step (each with seq_per_img captions) [>= 1] (default: 20)" in text
+    coco = format_help("main.py", "NBT", help_defaults(["--path_opt", str(ROOT / "cfgs" / "normal_coco_res101.yml")],
+                                                       str(ROOT / "cfgs" / "world.yml")))
+    assert "(default: 'res101')" in coco.split("--cnn_backend")[1].split("--")[0]
+    assert "(default: 'tiny')" in text.split("--cnn_backend")[1].split("--")[0]
+
+
+def test_main_help_runs_and_exits_zero():
+    r = subprocess.run([sys.executable, str(ROOT / "main.py"), "--path_opt", "cfgs/noc_world.yml", "--help"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--cbs_mode" in r.stdout
+    assert "(default: 'novel')" in r.stdout.split("--cbs_mode")[1].split("--")[0]
