@@ -13,7 +13,7 @@ from pycocoevalcap.cider.cider import Cider
 
 from common import timeit, world_options
 from misc.dataset import DataBundle
-from tools.cider import CiderD, document_frequency
+from misc.cider import CiderD, document_frequency
 
 
 def main():

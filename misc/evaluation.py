@@ -93,7 +93,7 @@ class CaptionEvaluator:
             self.grounding["plural_correct"] += int(g["plural"] == plural_gt)
 
     def evaluate(self) -> dict:
-        from tools.caption_metrics import score_captions
+        from misc.metrics import score_captions
         hyps = {k: v["caption"] for k, v in self.preds.items()}
         overall, per_image = score_captions(self.refs, hyps, meteor=self.meteor, spice=self.spice)
         for k, v in per_image.items():
@@ -129,7 +129,7 @@ def mentions(text: str, words: set[str]) -> bool:
 def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool) -> dict:
     """Per held-out class: DCC F1 (an image is positive when its references mention the object, a
     prediction when the caption does) and METEOR / CIDEr on its novel images; then averages."""
-    from tools.caption_metrics import score_captions
+    from misc.metrics import score_captions
     per_class = {}
     for cls in novel_classes:
         words = mention_words(cls, bundle)

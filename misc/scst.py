@@ -19,7 +19,7 @@ from misc.decoder_base import feedback_tokens
 from misc.decoding import greedy, pointed_slot_logp
 from misc.io import read_json
 from misc.regions import expand_features
-from tools.cider import CiderD
+from misc.cider import CiderD
 
 
 class SelfCritical:

@@ -157,7 +157,7 @@ def run(args) -> dict:
     atomic_write_json(args.output_dic, dic)
     atomic_write_json(args.output_cap, cap)
     if args.output_df:
-        from tools.cider import document_frequency
+        from misc.cider import document_frequency
         refs = [[" ".join(c) for c in im["captions"]] for im in images if im["split"] == "train"]
         atomic_write_json(args.output_df, document_frequency(refs))
     counts = {s: sum(im["split"] == s for im in images) for s in ("train", "val", "test", "rest")}

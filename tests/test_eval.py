@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import SHARED
-from tools.caption_metrics import java_available, score_captions
+from misc.metrics import java_available, score_captions
 
 METRICS = SHARED / "caption-metrics"
 

@@ -7,7 +7,7 @@ import torch
 from pycocoevalcap.cider.cider import Cider
 
 from conftest import SHARED, world_options
-from tools.cider import CiderD, document_frequency
+from misc.cider import CiderD, document_frequency
 
 METRICS = SHARED / "caption-metrics"
 
