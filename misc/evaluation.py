@@ -114,10 +114,12 @@ class CaptionEvaluator:
 
 
 def mention_words(cls: int, bundle) -> set[str]:
-    """Words that count as mentioning a class: its fine-grained words and their plurals (the DCC
-    synonym lists, made from the class-name file)."""
+    """Words that count as mentioning a class: its fine-grained words and all their plural forms
+    (the DCC synonym lists, made from the class-name file: "bus" -> bus, buses, busses)."""
+    forms = bundle.classes.forms
     words = set(bundle.classes.words[cls - 1])
-    return words | {bundle.vocab.plural(w) for w in words}
+    return words | {p for w in words for p in forms.plurals[w]} | \
+        {s for s, f in forms.surface.items() if f.word in words}
 
 
 def mentions(text: str, words: set[str]) -> bool:

@@ -23,7 +23,7 @@ if __package__ in (None, ""):
 
 from misc.annotations import BoxIndex
 from misc.io import DataError, atomic_write_json, read_json
-from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms
+from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, word_to_lemma
 from prepro.splits import index_robust, noc_split, robust_split, split_of_image
 
 
@@ -142,7 +142,7 @@ def run(args) -> dict:
     vocab = Vocabulary(ix_to_word, classes)
     all_caps = [c for im in images for c in im["captions"]]
     vocab.plural_of = plural_forms(all_caps, classes, matcher)
-    wtol = {w: matcher.lemma(w) for w in sorted({t for c in all_caps for t in c})}
+    wtol = word_to_lemma({t for c in all_caps for t in c}, classes)
     wtod = {w: c - 1 for w, c in classes.word_to_class().items()}     # original: 0-based line index
     dic = {
         "ix_to_word": ix_to_word, "wtod": wtod, "wtol": wtol,

@@ -10,7 +10,7 @@ from PIL import Image
 from misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler, collate
 from misc.io import DataError
 from misc.transforms import load_image
-from misc.vocab import ClassNames, VisualWordMatcher, build_vocab, lemmatize
+from misc.vocab import ClassNames, VisualWordMatcher, build_vocab
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_matcher_bigrams_before_unigrams_and_plurals(coco_like_classes):
     puppies = m.match("three puppies".split())[0]
     assert puppies.cls == 2 and puppies.plural == 1 and classes.fg_words[puppies.fg] == "puppy"
     assert m.match("a dog".split(), present={1}) == []          # class not among the GT boxes
-    assert lemmatize("rackets") == "racket"
+    assert classes.forms.singular("rackets") == "racket"
 
 
 def test_vocab_is_deterministic_and_counts_threshold():
