@@ -1,9 +1,10 @@
 """Files the project did not write: the original's NOC split file, detection h5 files without image
 ids or in another order, invalid detection rows; and what prepro writes (vocabulary threshold,
-CIDEr-D document frequencies)."""
+CIDEr-D document frequencies) and the grounding report reads."""
 import json
 import warnings
 from collections import Counter
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -14,7 +15,7 @@ from conftest import COCO_MINI, ROOT, world_options
 from misc.dataset import CaptionDataset, DataBundle, collate
 from misc.detector import detections_from_json, valid_rows, write_h5
 from misc.io import DataError
-from misc.vocab import ClassNames, build_vocab
+from misc.vocab import ClassNames, Vocabulary, build_vocab
 from prepro import prepro_det, prepro_dic_coco
 from tools.cider import document_frequency
 
@@ -204,3 +205,39 @@ def test_prepro_det_writes_the_dics_image_ids(tmp_path):
     dic = json.loads((tmp_path / "dic.json").read_text())
     with h5py.File(tmp_path / "det.h5") as f:
         assert list(f["image_id"][:]) == [im["id"] for im in dic["images"]]
+
+
+# -- grounding report ---------------------------------------------------------------------------------
+def _evaluate(classes, gt, grounding):
+    from misc.evaluation import CaptionEvaluator
+    from misc.slot_filling import Caption
+    b = SimpleNamespace(classes=classes, vocab=Vocabulary({"1": "a", "2": "UNK"}, classes), captions=[[["a"]]])
+    ev = CaptionEvaluator(b, meteor=False)
+    cap = Caption("a", "a", grounding, 0.0)
+    ev.process({"image_ids": [1], "rows": [0], "gt": torch.tensor([gt]).float(),
+                "gt_mask": torch.ones(1, len(gt), dtype=torch.bool)}, [cap])
+    return ev.grounding_report()
+
+
+def test_class_name_that_is_its_own_fine_grained_word_is_scored():
+    """ "dog" is the class name and one of its kinds: saying it for a dog of kind "dog" is a right
+    fine-grained word, not an unscored category word; "puppies" for it is a wrong one."""
+    classes = ClassNames(("dog", "cat"), (("dog", "puppy"), ("cat", "kitten")))
+    gt = [[0, 0, 10, 10, 1, 0, -1], [20, 20, 30, 30, 1, 1, -1], [40, 40, 50, 50, 2, 3, -1]]
+    r = _evaluate(classes, gt, [
+        {"word": "dog", "box": [0, 0, 10, 10], "class": "dog", "plural": 0},        # right kind
+        {"word": "puppies", "box": [0, 0, 10, 10], "class": "dog", "plural": 1},    # wrong kind
+        {"word": "cat", "box": [40, 40, 50, 50], "class": "cat", "plural": 0}])     # generic for a kitten
+    assert r["fine_grained_accuracy"] == 0.5 and r["category_name_share"] == pytest.approx(1 / 3)
+    assert r["fine_grained_ground_truth"] == "annotated kinds"
+    # no group annotations: plural by the number of dogs in the image (2: plural is right)
+    assert r["plural_ground_truth"] == "category count" and r["plural_accuracy_by_category_count"] == pytest.approx(2 / 3)
+    assert r["plural_accuracy_by_annotated_groups"] is None
+
+
+def test_plural_report_names_annotated_groups_when_the_instances_have_them():
+    classes = ClassNames(("dog",), (("dog", "puppy"),))
+    gt = [[0, 0, 10, 10, 1, -1, 0], [20, 20, 30, 30, 1, -1, 1]]                  # two dogs, two groups
+    r = _evaluate(classes, gt, [{"word": "dogs", "box": [0, 0, 10, 10], "class": "dog", "plural": 1}])
+    assert r["plural_ground_truth"] == "annotated groups" and r["plural_accuracy_by_annotated_groups"] == 0
+    assert r["fine_grained_accuracy"] is None and r["fine_grained_ground_truth"].startswith("none")
