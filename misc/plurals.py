@@ -53,7 +53,7 @@ INVARIANT = frozenset({
     "trousers", "sunglasses", "eyeglasses", "goggles", "binoculars", "pliers", "tongs", "tweezers",
     "headphones", "earphones", "clothes", "pajamas", "pyjamas", "overalls", "leggings", "tights",
     "cattle", "people", "police", "livestock", "poultry", "wildlife"})
-INVARIANT_SUFFIXES = ("sheep", "fish", "deer", "craft", "ware", "wear")
+INVARIANT_SUFFIXES = ("sheep", "fish", "deer", "ware", "wear")     # goldfish, silverware, swimwear
 PLURAL_ONLY = frozenset({
     "scissors", "pants", "jeans", "shorts", "trousers", "sunglasses", "eyeglasses", "goggles",
     "binoculars", "pliers", "tongs", "tweezers", "headphones", "earphones", "pajamas", "pyjamas",
@@ -72,7 +72,7 @@ def plurals(word: str) -> tuple[str, ...]:
         return tuple(f"{head} {p}" for p in plurals(last))
     if word in IRREGULAR:
         return IRREGULAR[word]
-    if word in INVARIANT or word.endswith(INVARIANT_SUFFIXES) and word not in ("craft", "ware"):
+    if word in INVARIANT or word.endswith(INVARIANT_SUFFIXES) and word not in ("ware", "wear"):
         alternatives = tuple(f"{word[:-4]}{p}" for p in IRREGULAR["fish"][1:]) if word.endswith("fish") else ()
         return (word, *alternatives)
     for head in COMPOUND_HEADS:

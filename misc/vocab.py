@@ -115,9 +115,9 @@ class WordForms:
         self.alias: dict[str, str] = {}                   # alias entry -> the entry it is the plural of
         for line in classes.words:
             for w in line:
-                for s in line:
-                    if s != w and not is_plural_noun(s) and w in plurals(s) and w != s:
-                        self.alias.setdefault(w, s)
+                of = [s for s in line if s != w and not is_plural_noun(s) and w in plurals(s)]
+                if of:
+                    self.alias[w] = of[0]
         plural_of_entry = []
         for w in classes.fg_words:
             if w in self.alias:
@@ -137,10 +137,7 @@ class WordForms:
     def singular(self, surface: str) -> str:
         """The class-file word a surface form belongs to ("rings" -> "ring", "people" -> "person")."""
         f = self.surface.get(surface)
-        return f.word if f is not None else self.alias.get(surface, surface)
-
-    def is_plural_of(self, surface: str, word: str) -> bool:
-        return surface in self.plurals.get(word, ()) or self.alias.get(surface) == word
+        return f.word if f is not None else surface
 
 
 class VisualWordMatcher:
