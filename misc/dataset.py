@@ -13,7 +13,6 @@ whatever the number of workers, and a resumed run sees the same batches.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from torch.utils.data import Dataset, Sampler
 
 from misc.annotations import BoxIndex
 from misc.config import Options
-from misc.io import DataError, open_h5, read_json
+from misc.detector import ProposalReader, check_proposal_h5
+from misc.io import DataError, read_json
 from misc.transforms import box_area, box_iou, crop_with_boxes, load_image, resize_with_boxes, to_tensor
 from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary
 
@@ -45,10 +45,12 @@ class DataBundle:
         caps = read_json(opt.input_json)
         if not isinstance(caps, list) or len(caps) != len(dic["images"]):
             raise DataError(f"{opt.input_json}: expected a list of {len(dic['images'])} caption lists")
+        if opt.proposal_h5 and not opt.det_oracle and Path(opt.proposal_h5).is_file():
+            check_proposal_h5(opt.proposal_h5, [int(im["id"]) for im in dic["images"]], classes.num_classes)
         boxes = BoxIndex.from_files(opt.instances_json, classes) if opt.instances_json else \
             BoxIndex(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((0, 4), np.float32),
                      np.zeros(0, np.int64), np.zeros(0, np.int64), {})
-        return DataBundle(opt, dic, caps, classes, vocab, boxes, VisualWordMatcher(classes, dic.get("wtol")))
+        return DataBundle(opt, dic, caps, classes, vocab, boxes, VisualWordMatcher(classes))
 
     def rows(self, split: str) -> list[int]:
         return [i for i, im in enumerate(self.dic["images"]) if im["split"] == split]
@@ -96,14 +98,11 @@ class CaptionDataset(Dataset):
 
     # -- per-worker file handles (opened once per process, never per item) ----------------
     def _proposals(self, row: int) -> np.ndarray:
-        if self._h5 is None:
-            self._h5 = open_h5(self.opt.proposal_h5, ("dets_labels",))
-        labels = self._h5["dets_labels"]
-        if row >= labels.shape[0]:
-            warnings.warn(f"{self.opt.proposal_h5}: no proposals row {row}; using none")
-            return np.zeros((0, 6), np.float32)
-        n = int(self._h5["nms_num"][row]) if "nms_num" in self._h5 else int(self._h5["dets_num"][row])
-        dets = np.asarray(labels[row, :n], dtype=np.float32)
+        images = self.b.dic["images"]
+        if self._h5 is None:       # checked against the dic by DataBundle.load, which warned of bad rows
+            self._h5 = ProposalReader(self.opt.proposal_h5, [int(im["id"]) for im in images],
+                                      self.b.classes.num_classes, warn=False)
+        dets = self._h5.rows(row, self.b.boxes.sizes.get(int(images[row]["id"])))
         return dets[box_area(dets) > 0] if len(dets) else dets
 
     def _cached_feature(self, row: int) -> torch.Tensor:

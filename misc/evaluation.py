@@ -53,7 +53,8 @@ class CaptionEvaluator:
         self.preds: dict[int, dict] = {}
         self.refs: dict[int, list[str]] = {}
         self.grounding = {"words": 0, "correct": 0, "fine_words": 0, "fine_correct": 0,
-                          "category_words": 0, "plural_words": 0, "plural_correct": 0}
+                          "category_words": 0, "plural_words": 0, "plural_correct": 0,
+                          "plural_by_groups": 0, "plural_by_groups_correct": 0}
 
     def process(self, batch: dict, captions: list) -> None:
         for i, cap in enumerate(captions):
@@ -67,7 +68,13 @@ class CaptionEvaluator:
 
     def _ground(self, cap, gt: np.ndarray) -> None:
         """A generated visual word is grounded when its box has IoU >= 0.5 with a GT object of the
-        class it names; its fine-grained word and plural form are checked against that object."""
+        class it names. Then, when the GT knows the object's fine-grained kind, the word is scored
+        against it: a word equal to the kind is right, even the class name ("dog" for a dog whose
+        kind is "dog"); the class name for an object of another kind ("circle" for a ring) is the
+        generic word, counted apart (category_name_share). Its plural flag is scored against the
+        object's annotated group (same kind and attributes) when it has one, else against the
+        number of GT objects of its class in the image."""
+        forms = self.b.classes.forms
         fg_words = self.b.classes.fg_words
         names = self.b.classes.names
         for g in cap.grounding:
@@ -80,17 +87,43 @@ class CaptionEvaluator:
                 continue
             self.grounding["correct"] += 1
             obj = gt[hit[np.argmax(iou[hit])]]
-            singular = self.b.vocab.singular(g["word"])
+            said = forms.singular(g["word"])
             if obj[5] >= 0:                         # the GT knows the object's fine-grained kind
-                if singular == names[cls - 1]:
+                kind = forms.singular(fg_words[int(obj[5])])
+                if said == forms.singular(names[cls - 1]) and said != kind:
                     self.grounding["category_words"] += 1
                 else:
                     self.grounding["fine_words"] += 1
-                    self.grounding["fine_correct"] += int(singular == fg_words[int(obj[5])])
-            group = gt[:, 6] == obj[6] if obj[6] >= 0 else np.ones(len(gt), bool)
-            plural_gt = int((same & group).sum() > 1)
+                    self.grounding["fine_correct"] += int(said == kind)
+            by_groups = obj[6] >= 0
+            group = gt[:, 6] == obj[6] if by_groups else np.ones(len(gt), bool)
+            right = int(g["plural"] == int((same & group).sum() > 1))
             self.grounding["plural_words"] += 1
-            self.grounding["plural_correct"] += int(g["plural"] == plural_gt)
+            self.grounding["plural_correct"] += right
+            self.grounding["plural_by_groups"] += int(by_groups)
+            self.grounding["plural_by_groups_correct"] += right * int(by_groups)
+
+    def grounding_report(self) -> dict | None:
+        """The grounding numbers, each with the ground truth it was measured on."""
+        g = self.grounding
+        if not g["words"]:
+            return None
+        n_groups, n_count = g["plural_by_groups"], g["plural_words"] - g["plural_by_groups"]
+        right_groups = g["plural_by_groups_correct"]
+        right_count = g["plural_correct"] - right_groups
+        source = " and ".join(s for s, n in (("annotated groups", n_groups), ("category count", n_count)) if n)
+        return {
+            "visual_words": g["words"],
+            "grounding_accuracy": g["correct"] / g["words"],
+            "fine_grained_accuracy": g["fine_correct"] / g["fine_words"] if g["fine_words"] else None,
+            "fine_grained_ground_truth": "annotated kinds" if g["fine_words"] + g["category_words"] else
+            "none (the instances carry no fine-grained kind)",
+            "category_name_share": g["category_words"] / max(g["correct"], 1),
+            "plural_accuracy": g["plural_correct"] / g["plural_words"] if g["plural_words"] else None,
+            "plural_ground_truth": source or None,
+            "plural_accuracy_by_annotated_groups": right_groups / n_groups if n_groups else None,
+            "plural_accuracy_by_category_count": right_count / n_count if n_count else None,
+        }
 
     def evaluate(self) -> dict:
         from misc.metrics import score_captions
@@ -98,26 +131,22 @@ class CaptionEvaluator:
         overall, per_image = score_captions(self.refs, hyps, meteor=self.meteor, spice=self.spice)
         for k, v in per_image.items():
             self.preds[k]["scores"] = v
-        g = self.grounding
         result = {"overall": overall, "n_images": len(self.preds)}
-        if g["words"]:
-            result["grounding"] = {
-                "visual_words": g["words"],
-                "grounding_accuracy": g["correct"] / g["words"],
-                "fine_grained_accuracy": g["fine_correct"] / g["fine_words"] if g["fine_words"] else None,
-                "category_name_share": g["category_words"] / max(g["correct"], 1),
-                "plural_accuracy": g["plural_correct"] / g["plural_words"] if g["plural_words"] else None,
-            }
+        grounding = self.grounding_report()
+        if grounding:
+            result["grounding"] = grounding
         if self.novel_classes:
             result["noc"] = noc_scores(self.preds, self.refs, self.novel_classes, self.b, self.meteor)
         return result
 
 
 def mention_words(cls: int, bundle) -> set[str]:
-    """Words that count as mentioning a class: its fine-grained words and their plurals (the DCC
-    synonym lists, made from the class-name file)."""
+    """Words that count as mentioning a class: its fine-grained words and all their plural forms
+    (the DCC synonym lists, made from the class-name file: "bus" -> bus, buses, busses)."""
+    forms = bundle.classes.forms
     words = set(bundle.classes.words[cls - 1])
-    return words | {bundle.vocab.plural(w) for w in words}
+    return words | {p for w in words for p in forms.plurals[w]} | \
+        {s for s, f in forms.surface.items() if f.word in words}
 
 
 def mentions(text: str, words: set[str]) -> bool:

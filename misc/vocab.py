@@ -1,10 +1,16 @@
-"""Vocabulary, class-name file, lemmas, plural forms and the caption-word -> category matcher.
+"""Vocabulary, class-name file, the singular <-> plural relation of its words, and the
+caption-word -> category matcher.
 
 Conventions (documented because the original's users tripped on them, issue #55):
 - word ids: 0 is both BOS (input) and EOS (target); real words are 1..V-1, `UNK` is the last one;
 - class indices are 1..C in class-file line order (0 is "no class"); COCO category ids are mapped to
   them by name, never used directly;
 - fine-grained indices are 0..F-1 in class-file order (line by line, word by word).
+
+A caption token (or two-token name) is a visual word when it is a class-file word or one of its
+plural forms (misc.plurals: explicit English rules, no lemmatizer). Matching, the plural flag of
+the training targets, the rendering of a slot (Vocabulary.plural) and its reading back
+(Vocabulary.singular) all use this one relation, `WordForms`.
 """
 from __future__ import annotations
 
@@ -13,10 +19,11 @@ import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property
 from pathlib import Path
 
 from misc.io import DataError
+from misc.plurals import is_plural_noun, number_from_context, plurals
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,8 @@ class ClassNames:
                 continue
             kept = []
             for w in entries:
+                if w in kept:            # repeated on its own line (the original's file does it)
+                    continue
                 if w in seen:
                     warnings.warn(f"{path}:{lineno}: '{w}' already belongs to class "
                                   f"'{names[seen[w]]}'; kept there (the original let the last line win)")
@@ -66,41 +75,10 @@ class ClassNames:
         """fine-grained index -> class index 1..C."""
         return [c + 1 for c, line in enumerate(self.words) for _ in line]
 
-
-@lru_cache(maxsize=1)
-def _nlp():
-    import spacy
-    nlp = spacy.blank("en")
-    try:
-        nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
-        nlp.initialize()
-    except (ValueError, OSError) as err:    # spacy-lookups-data missing
-        raise DataError(f"spaCy lookup lemmatizer unavailable ({err}); pip install spacy-lookups-data") from None
-    return nlp
-
-
-def lemmatize(word: str) -> str:
-    """Lemma of a single lower-case word (spaCy lookup tables; no Java, no model download)."""
-    if " " in word:
-        parts = word.split()
-        return " ".join(parts[:-1] + [lemmatize(parts[-1])])
-    return _lemma_cached(word)
-
-
-@lru_cache(maxsize=200_000)
-def _lemma_cached(word: str) -> str:
-    doc = _nlp()(word)
-    return doc[0].lemma_.lower() if len(doc) == 1 and doc[0].lemma_ else word
-
-
-def pluralize(word: str) -> str:
-    import inflect
-    return _inflect(inflect).plural_noun(word) or word + "s"
-
-
-@lru_cache(maxsize=1)
-def _inflect(module):
-    return module.engine()
+    @cached_property
+    def forms(self) -> "WordForms":
+        """The singular <-> plural relation of the file's words (built once)."""
+        return WordForms(self)
 
 
 @dataclass
@@ -109,46 +87,100 @@ class VisualWord:
     length: int        # 1 or 2 tokens
     cls: int           # class index 1..C
     plural: int        # 1 when the surface form is plural
-    fg: int            # fine-grained index 0..F-1
+    fg: int            # fine-grained index 0..F-1 (of the singular word: "people" -> "person")
     surface: str
 
 
-class VisualWordMatcher:
-    """Finds visual words in a token list: bigrams before unigrams (reference §1.3)."""
+@dataclass(frozen=True)
+class Form:
+    """What a caption surface form is: a form of class-file word `word`, singular (0), plural (1)
+    or either (-1: an invariant noun, "sheep", whose number the context tells)."""
+    word: str
+    number: int
 
-    def __init__(self, classes: ClassNames, wtol: dict[str, str] | None = None):
+
+class WordForms:
+    """The singular <-> plural relation of every class-file word (misc.plurals gives the English).
+
+    For each line of the class file: an entry that is a plural form of another entry of its line
+    (people / person, children / child, skis / ski, oxen / ox) is an alias: its tokens are that
+    word in the plural. Every other entry w is a word of its own: `w` is its singular surface and
+    each of plurals(w) a plural one, except that an entry already plural by itself (cattle, a
+    lone "lemons") is only ever plural. An entry's own surface wins over another's plural form.
+    """
+
+    def __init__(self, classes: "ClassNames"):
+        self.plurals: dict[str, tuple[str, ...]] = {}     # fine-grained word -> plural forms, preferred first
+        self.surface: dict[str, Form] = {}                # caption surface (1 or 2 tokens) -> its form
+        self.alias: dict[str, str] = {}                   # alias entry -> the entry it is the plural of
+        for line in classes.words:
+            for w in line:
+                of = [s for s in line if s != w and not is_plural_noun(s) and w in plurals(s)]
+                if of:
+                    self.alias[w] = of[0]
+        plural_of_entry = []
+        for w in classes.fg_words:
+            if w in self.alias:
+                self.plurals[w] = (w,)
+            elif is_plural_noun(w):
+                self.plurals[w] = (w,)
+                self.surface.setdefault(w, Form(w, 1))
+            else:
+                self.plurals[w] = plurals(w)
+                self.surface.setdefault(w, Form(w, -1 if w in self.plurals[w] else 0))
+                plural_of_entry += [(p, w) for p in self.plurals[w] if p != w]
+        for p, w in plural_of_entry:
+            self.surface.setdefault(p, Form(w, 1))
+        for a, w in self.alias.items():                   # an alias is the plural of its word
+            self.surface[a] = Form(w, 1)
+
+    def singular(self, surface: str) -> str:
+        """The class-file word a surface form belongs to ("rings" -> "ring", "people" -> "person")."""
+        f = self.surface.get(surface)
+        return f.word if f is not None else surface
+
+
+class VisualWordMatcher:
+    """Finds visual words in a token list: bigrams before unigrams (reference §1.3), by surface
+    form through `WordForms` (no lemmas: "skiing", "tied", "bedding" are text)."""
+
+    def __init__(self, classes: ClassNames):
         self.classes = classes
+        self.forms = classes.forms
         self.w2c = classes.word_to_class()
         self.fg_index = {w: i for i, w in enumerate(classes.fg_words)}
-        self.wtol = dict(wtol or {})
-
-    def lemma(self, token: str) -> str:
-        if token not in self.wtol:
-            self.wtol[token] = lemmatize(token)
-        return self.wtol[token]
+        surfaces = self.forms.surface
+        self._unigrams = {s: f for s, f in surfaces.items() if " " not in s}
+        self._bigrams = {tuple(s.split()): f for s, f in surfaces.items() if len(s.split()) == 2}
+        self._starts = frozenset(self._unigrams) | {a for a, _ in self._bigrams}
 
     def match(self, tokens: list[str], present: set[int] | None = None) -> list[VisualWord]:
-        """Visual words of `tokens`; with `present`, only classes among the image's GT classes."""
-        lemmas = [self.lemma(t) for t in tokens]
-        claimed = [False] * len(tokens)
+        """Visual words of `tokens`; with `present`, only classes among the image's GT classes.
+        A left-to-right scan trying the bigram first at each position claims what the two passes
+        of the original (all bigrams, then unigrams) claim."""
+        if self._starts.isdisjoint(tokens):
+            return []
         found: list[VisualWord] = []
-        for n in (2, 1):
-            for i in range(len(tokens) - n + 1):
-                if any(claimed[i:i + n]):
+        i, n = 0, len(tokens)
+        while i < n:
+            for length in (2, 1):
+                if i + length > n:
                     continue
-                key = " ".join(lemmas[i:i + n])
-                surface = " ".join(tokens[i:i + n])
-                if key not in self.w2c:
-                    if surface in self.w2c:      # lemmatizer changed a class word ("dress" -> "dres")
-                        key = surface
-                    else:
-                        continue
-                cls = self.w2c[key]
+                form = self._bigrams.get((tokens[i], tokens[i + 1])) if length == 2 else \
+                    self._unigrams.get(tokens[i])
+                if form is None:
+                    continue
+                cls = self.w2c[form.word]
                 if present is not None and cls not in present:
                     continue
-                claimed[i:i + n] = [True] * n
-                found.append(VisualWord(i, n, cls, int(surface != key), self.fg_index[key], surface))
-        return sorted(found, key=lambda v: v.pos)
+                number = form.number if form.number >= 0 else \
+                    number_from_context(tokens, i, i + length, form.word)
+                found.append(VisualWord(i, length, cls, number, self.fg_index[form.word],
+                                        " ".join(tokens[i:i + length])))
+                i += length - 1
+                break
+            i += 1
+        return found
 
     def mentioned_classes(self, captions: list[list[str]], present: set[int] | None = None) -> set[int]:
         return {v.cls for toks in captions for v in self.match(toks, present)}
@@ -164,6 +196,8 @@ class Vocabulary:
         if "UNK" not in self.word_to_ix:
             raise DataError("vocabulary has no 'UNK' entry")
         self.classes = classes
+        # fine-grained word -> the corpus's plural form (a dic's `plural_of`; entries that are not
+        # a plural of their word, as older files have - "ski": "skiing" - are not used)
         self.plural_of = dict(plural_of or {})
 
     @property
@@ -178,19 +212,17 @@ class Vocabulary:
         return self.ix_to_word.get(int(ix), "UNK")
 
     def plural(self, word: str) -> str:
-        if word not in self.plural_of:
-            self.plural_of[word] = pluralize(word)
-        return self.plural_of[word]
+        """The plural to render for a class-file word: the corpus's form when it is one of the
+        word's plural forms, else the preferred one ("person" -> "people", "skis" -> "skis")."""
+        forms = self.classes.forms.plurals.get(word)
+        if forms is None:                                  # not a class-file word
+            return word if is_plural_noun(word) else plurals(word)[0]
+        chosen = self.plural_of.get(word)
+        return chosen if chosen in forms else forms[0]
 
     def singular(self, surface: str) -> str:
-        """Fine-grained word of a rendered slot ("rings" -> "ring")."""
-        if not hasattr(self, "_singular"):
-            self._singular = {}
-            for w in self.classes.fg_words:
-                self._singular[self.plural(w)] = w
-            for w in self.classes.fg_words:
-                self._singular[w] = w
-        return self._singular.get(surface, surface)
+        """Fine-grained word of a rendered slot ("rings" -> "ring", "people" -> "person")."""
+        return self.classes.forms.singular(surface)
 
     def fingerprint(self) -> str:
         """Hash of the word ids and the class list: a checkpoint only fits data with the same one."""
@@ -207,14 +239,31 @@ def build_vocab(captions: list[list[str]], threshold: int) -> dict[str, str]:
 
 
 def plural_forms(captions: list[list[str]], classes: ClassNames, matcher: VisualWordMatcher) -> dict[str, str]:
-    """Singular fine-grained word -> plural surface form, from the corpus, then inflect."""
+    """Fine-grained word -> the plural to render: its most frequent plural form in the captions
+    (people / persons, buses / busses), else the preferred one."""
     seen: dict[str, Counter] = {}
     for toks in captions:
         for v in matcher.match(toks):
             if v.plural:
-                key = classes.fg_words[v.fg]
-                seen.setdefault(key, Counter())[v.surface] += 1
+                seen.setdefault(classes.fg_words[v.fg], Counter())[v.surface] += 1
     out = {}
     for w in classes.fg_words:
-        out[w] = seen[w].most_common(1)[0][0] if w in seen else pluralize(w)
+        forms = classes.forms.plurals[w]
+        counts = seen.get(w, Counter())
+        # most frequent, ties by the preferred order
+        out[w] = max(forms, key=lambda p: (counts[p], -forms.index(p)))
     return out
+
+
+def word_to_lemma(tokens: set[str], classes: ClassNames) -> dict[str, str]:
+    """The dic's `wtol` (the original's format: its loader matches `wtod[wtol[token]]` and calls a
+    token plural when the two differ): a plural form of a class-file word -> that word, also the
+    last word of a two-word name ("bears" -> "bear" for "teddy bears"); every other token -> itself."""
+    last: dict[str, str] = {}
+    for surface, form in classes.forms.surface.items():
+        if form.number == 1 and surface != form.word:
+            if " " not in surface:
+                last[surface] = form.word
+            elif surface.split()[:-1] == form.word.split()[:-1]:
+                last.setdefault(surface.split()[-1], form.word.split()[-1])
+    return {t: last.get(t, t) for t in sorted(tokens)}

@@ -1,17 +1,23 @@
 """Robust and NOC (novel object) split generation, shared by COCO and the built-in world.
 
-Both take `mentions`: image id -> set of class indices (1..C) that the image's captions mention
-(grounded in its GT boxes), computed by `misc.vocab.VisualWordMatcher` or by the world generator.
+Both take `mentions`: image id -> set of class indices (1..C) that the image's captions mention,
+computed by `misc.vocab.VisualWordMatcher` or by the world generator: for robust, grounded in the
+image's GT boxes (the original's algorithm); for NOC, any mention (DCC kept every image whose
+captions name a held-out object out of training, so no training caption holds its words).
 
 File formats are the original's (nbt-reference §1.2):
 - robust: {"train_id": [ids], "val_id": [ids], "test_id": [ids]}
-- NOC (DCC style): {"train", "val", "val_train", "test", "test_train"}: each {str(id): 1}
+- NOC (DCC style): {"train", "val", "val_train", "test", "test_train"}: each {str(id): 1}; `val` /
+  `test` hold the novel images (their captions mention a held-out class), the others none. The
+  original's file has no list of the held-out classes; ours adds "held_out": [class names].
 """
 from __future__ import annotations
 
 import itertools
 import random
 from collections import Counter
+
+NOC_KEYS = ("train", "val", "val_train", "test", "test_train")
 
 
 def robust_split(mentions: dict[int, set[int]], *, max_test_images: int, seed: int = 123,
@@ -108,3 +114,33 @@ def index_robust(split_file: dict) -> dict:
     split_file = dict(split_file)
     split_file["_sets"] = {n: {int(i) for i in split_file[f"{n}_id"]} for n in ("train", "val", "test")}
     return split_file
+
+
+def held_out_from_split(split_file: dict, captions: dict[int, list[list[str]]], classes,
+                        matcher) -> list[int]:
+    """The held-out classes of a NOC split file that does not list them (the original's).
+
+    Candidates: classes whose name (the class-file line's first word, as a visual word: "dog" in
+    "a dog", not in "a hot dog") no caption of a non-novel image (train, val_train, test_train)
+    uses. Of
+    those, the fewest that together are mentioned (any fine-grained word or plural) by every novel
+    image (val, test), chosen greedily by the number of novel images they cover.
+
+    Names rather than every word: DCC removed from training the images whose captions hold DCC's
+    own word lists (bus: "bus", "busses", not "buses"), so a class file's wider synonyms and
+    plurals still occur in DCC training captions; the class name itself does not.
+    """
+    novel = [int(i) for k in ("val", "test") for i in split_file[k]]
+    seen = [int(i) for k in ("train", "val_train", "test_train") for i in split_file[k]]
+    named = {v.cls for i in seen for toks in captions.get(i, []) for v in matcher.match(toks)
+             if v.surface == classes.names[v.cls - 1]}                # "dog", not "hot dog" or "dogs"
+    covers: dict[int, set[int]] = {}
+    for i in novel:
+        for c in matcher.mentioned_classes(captions.get(i, [])) - named:
+            covers.setdefault(c, set()).add(i)
+    held, left = [], set().union(*covers.values()) if covers else set()
+    while left:      # most novel images still uncovered, then most in all, then first class
+        best = max(sorted(covers), key=lambda c: (len(covers[c] & left), len(covers[c])))
+        held.append(best)
+        left -= covers[best]
+    return sorted(held)

@@ -10,7 +10,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared" / "data"
+# ../shared/data next to the checkout (or next to a folder above it: worktrees live one level deeper)
+SHARED = next((p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
+              ROOT.parent / "shared" / "data")
 COCO_MINI = SHARED / "coco-mini"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -16,7 +16,7 @@ def test_dockerfile_installs_from_pyproject():
         if name in ("torch", "torchvision"):
             continue
         assert not re.search(rf"pip install[^\n]*\b{re.escape(name)}\b", docker), name
-    for required in ("torch", "torchvision", "spacy", "numpy", "h5py", "pycocotools", "pyyaml"):
+    for required in ("torch", "torchvision", "numpy", "h5py", "pycocotools", "pyyaml"):
         assert any(d.startswith(required) for d in deps), required
 
 
