@@ -5,8 +5,9 @@
     python demo.py --start_from save/coco --demo_path photos/ --detector_weights frcnn.pth
     python demo.py --start_from save/coco --demo_path img.jpg --demo_detections dets.json
 
-Proposals: rows of the run's own detection h5 for images of its data set (the built-in world's
-simulated detector), detections from a JSON file (coco-mini format), or torchvision Faster R-CNN.
+Proposals: detections from a JSON file (coco-mini format); else, for images of the run's own data
+set (same file or same pixels), the rows of its detection h5 (the built-in world's simulated
+detector), and torchvision Faster R-CNN for any other image (NBTCaptioner.own_proposals).
 Writes <demo_out>/<name>.jpg (coloured grounded boxes labelled with their words, grey other
 proposals, the caption with [visual words] underneath), <demo_out>/<name>.json and visu.json.
 """
@@ -80,7 +81,8 @@ def list_images(path: Path, limit: int) -> list[Path]:
 
 
 def proposals_for(paths: list[Path], cap, detections: str) -> list[np.ndarray] | None:
-    """Known proposals: a detection JSON, or the run's own h5 rows for images of its data set."""
+    """Known proposals: a detection JSON, or the run's own h5 rows when every path is an image of
+    its data set (NBTCaptioner.own_proposals); None leaves them to the captioner."""
     if detections:
         from misc.detector import detections_from_json
         table = detections_from_json(read_json(detections), cap.classes, detections)
@@ -91,21 +93,8 @@ def proposals_for(paths: list[Path], cap, detections: str) -> list[np.ndarray] |
         if missing:
             raise DataError(f"{detections}: no detections for {missing[0]}")
         return [by_name[p.name] for p in paths]
-    dic = read_json(cap.opt.input_dic)
-    root = Path(cap.opt.image_path).resolve()
-    rows = {}
-    for i, im in enumerate(dic["images"]):
-        rows[str((root / im["file_path"]).resolve())] = i
-    if not all(str(p.resolve()) in rows for p in paths) or not Path(cap.opt.proposal_h5).is_file():
-        return None
-    from misc.io import open_h5
-    with open_h5(cap.opt.proposal_h5, ("dets_labels",)) as f:
-        out = []
-        for p in paths:
-            r = rows[str(p.resolve())]
-            n = int(f["nms_num"][r]) if "nms_num" in f else int(f["dets_num"][r])
-            out.append(np.asarray(f["dets_labels"][r, :n], np.float32))
-        return out
+    own = [cap.own_proposals(p) for p in paths]
+    return None if any(rows is None for rows in own) else own
 
 
 def default_images(cap, limit: int) -> list[Path]:
@@ -131,11 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         cap = NBTCaptioner.from_pretrained(args["start_from"], **overrides)
         limit = args["demo_max_images"]
         paths = list_images(Path(args["demo_path"]), limit) if args["demo_path"] else default_images(cap, limit)
-        proposals = proposals_for(paths, cap, args["demo_detections"])
         from misc.transforms import load_image
         images = [load_image(p) for p in paths]
         keep = [i for i, im in enumerate(images) if im is not None]
-        results = cap.generate([images[i] for i in keep], None if proposals is None else [proposals[i] for i in keep],
+        if args["demo_detections"]:
+            proposals = proposals_for([paths[i] for i in keep], cap, args["demo_detections"])
+        else:    # the run's own detections for its data set's images; the detector for the others
+            proposals = [cap.own_proposals(paths[i], images[i]) for i in keep]
+        results = cap.generate([images[i] for i in keep], proposals,
                                beam_size=args["beam_size"], cbs=args["cbs"], cbs_mode=args["cbs_mode"],
                                cbs_tag_size=args["cbs_tag_size"])
         out_dir = Path(args["demo_out"])
