@@ -173,6 +173,9 @@ class Options:
     demo_out: str = _o("visu", "demo: output folder for pictures and JSON (never the input folder)")
     demo_detections: str = _o("", "demo: detection JSON for the images (coco-mini format)")
     demo_max_images: int = _o(8, "demo: images captioned at most (0 = all)", lo=0)
+    demo_min_score: float = _o(0.5, "demo picture: grey boxes for proposals scoring at least this (grounded "
+                               "boxes are always drawn)", lo=0, hi=1)
+    demo_max_boxes: int = _o(10, "demo picture: at most this many grey proposal boxes", lo=0)
     detector_weights: str = _o("", "torchvision Faster R-CNN v2 weights (.pth) for photos without proposals")
 
     # -------------------------------------------------------------------------------------
