@@ -20,7 +20,6 @@ could be (or on a bad option or file).
 """
 from __future__ import annotations
 
-import argparse
 import colorsys
 import re
 import sys
@@ -30,49 +29,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from misc.config import ConfigError, Options, coerce, parse_cli
+from misc.config import ConfigError, Options, coerce, format_help, parse_cli
 from misc.io import DataError, atomic_path, atomic_write_json, read_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-DEMO_HELP = {   # demo.py's options (misc/config.py's Options fields) and their help lines
-    "start_from": "the run to caption with: a save/<id> folder or a .pth file",
-    "demo_path": "an image or a folder of images (empty: the run's own test-split images)",
-    "demo_out": "folder for the pictures and JSON files; not an input folder, nor inside --demo_path",
-    "demo_max_images": "caption at most this many images of a folder (0 = all)",
-    "demo_detections": "detection JSON for the images (coco-mini format: image_id, file_name, "
-                       "detections[bbox_xyxy, category_name, score])",
-    "detector_weights": "a torchvision fasterrcnn_resnet50_fpn_v2 state dict (.pth), for images "
-                        "outside the run's data set (empty: torchvision's download, online only)",
-    "beam_size": "beam width (1 = greedy)",
-    "cbs": "constrained beam search: the caption must mention the top proposals (True / False)",
-    "cbs_mode": "which proposals constrained beam search must mention: all | unique | novel",
-    "cbs_tag_size": "how many proposals constrained beam search must mention",
-    "demo_min_score": "the picture shows proposals scoring at least this (grounded ones always)",
-    "demo_max_boxes": "the picture shows at most this many proposals besides the grounded ones",
-    "cuda": "use the GPU when there is one (True / False)",
-}
+DEMO_KEYS = ("start_from", "demo_path", "demo_out", "demo_max_images", "demo_detections", "detector_weights",
+             "beam_size", "cbs", "cbs_mode", "cbs_tag_size", "demo_min_score", "demo_max_boxes", "cuda")
 DEMO_DEFAULTS = {"start_from": "save/world"}
 
 
 def demo_help() -> str:
-    parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:3]))
-    defaults = Options(**DEMO_DEFAULTS)
-    for name, text in DEMO_HELP.items():
-        parser.add_argument(f"--{name}", metavar=type(getattr(defaults, name)).__name__.upper(),
-                            help=f"{text} (default: {getattr(defaults, name)!r})")
-    return parser.format_help()
+    return format_help("demo.py", __doc__.strip(), DEMO_DEFAULTS, keys=DEMO_KEYS)
 
 
 def parse_args(argv: list[str]) -> tuple[dict, set[str]]:
-    """demo.py's options (defaults, then the command line) and the names given on the command line."""
-    cli = parse_cli(argv)
-    unknown = set(cli) - set(DEMO_HELP)
-    if unknown:
-        raise ConfigError(f"demo.py does not take --{sorted(unknown)[0]} (see python demo.py --help)")
+    """demo.py's options (defaults, then the command line; prefixes allowed) and the names given."""
+    cli = parse_cli(argv, keys=DEMO_KEYS)
     defaults = Options(**DEMO_DEFAULTS)
-    return {k: coerce(k, cli[k]) if k in cli else getattr(defaults, k) for k in DEMO_HELP}, set(cli)
+    return {k: coerce(k, cli[k]) if k in cli else getattr(defaults, k) for k in DEMO_KEYS}, set(cli)
 
 
 # -- the picture ----------------------------------------------------------------------------------

@@ -411,8 +411,9 @@ def check_options(opt: Options) -> None:
 
 def format_help(prog: str, description: str, values: dict[str, Any], keys=None) -> str:
     """Every option (or those in `keys`) with its one-line help and the value a run would use."""
+    where = "; the command line overrides the config file" if keys is None else ""
     lines = [f"usage: {prog} [--option value ...]", "", description, "",
-             "Options (a unique prefix is enough; the command line overrides the config file):"]
+             f"Options (a unique prefix is enough{where}):"]
     for name, f in Options.fields().items():
         if keys is not None and name not in keys:
             continue

@@ -104,7 +104,8 @@ def detections_from_json(entries: list[dict], classes: ClassNames, path: str = "
                 if name not in index:
                     unknown[name] = unknown.get(name, 0) + 1
                     continue
-                rows.append([*map(float, d["bbox_xyxy"]), index[name], float(d["score"])])
+                box = [float(v) for v in d["bbox_xyxy"]]
+                rows.append([*box, index[name], float(d["score"])] if len(box) == 4 else [np.nan] * 6)
             w, h = float(e.get("width", np.inf)), float(e.get("height", np.inf))
             arr, problems = validate_proposals(np.array(rows, dtype=np.float64).reshape(-1, 6), w, h, classes.num_classes)
             bad += [f"image {e['image_id']} {p}" for p in problems]

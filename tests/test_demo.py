@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 import demo
+from misc.config import ConfigError
 from conftest import COCO_MINI
 
 
@@ -92,9 +93,21 @@ def test_demo_on_real_coco_mini_photos(tmp_path, monkeypatch, capsys):
 def test_help_lists_every_option_with_a_description(capsys):
     assert demo.main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name, text in demo.DEMO_HELP.items():
-        assert f"--{name}" in out and text.split()[0] in out
-    assert "--demo_min_score" in out and "(default: 0.5)" in out
+    from misc.config import Options
+    for name in demo.DEMO_KEYS:
+        assert f"--{name}\n      {Options.fields()[name].metadata['help'][:30]}" in out
+    assert "--demo_min_score" in out and "(default: 0.5)" in out and "(default: 'save/world')" in out
+
+
+def test_the_original_demo_command_parses():
+    """The command the original's users type (README of this project and the issue tracker)."""
+    args, given = demo.parse_args("--cbs True --cbs_tag_size 2 --cbs_mode unique --start_from save/x".split())
+    assert args["cbs"] is True and args["cbs_tag_size"] == 2 and args["cbs_mode"] == "unique"
+    assert demo.parse_args(["--beam", "3"])[0]["beam_size"] == 3               # a prefix, as argparse
+    with pytest.raises(ConfigError, match="did you mean 'unique'"):
+        demo.parse_args(["--cbs_mode", "unqiue"])
+    with pytest.raises(ConfigError, match="unknown option '--max_epochs'"):
+        demo.parse_args(["--max_epochs", "3"])
 
 
 def world_copies(world_dir, folder, n=2):

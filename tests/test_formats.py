@@ -191,8 +191,10 @@ def test_detection_json_rows_are_validated():
         {"bbox_xyxy": [50, 2, 30, 40], "category_name": "person", "score": 0.6},
         {"bbox_xyxy": [1, 2, 300, 40], "category_name": "person", "score": 0.5},
         {"bbox_xyxy": [1, 2, 30, 40], "category_name": "zebra", "score": 0.5}]}]
-    with pytest.warns(UserWarning, match="dropped 3 invalid detections"):
+    with pytest.warns(UserWarning) as caught:
         table = detections_from_json(entries, classes, "d.json")
+    text = " | ".join(str(w.message) for w in caught)
+    assert "dropped 3 unusable detection rows" in text and "dropped 1 of 6 detections of classes" in text
     np.testing.assert_allclose(table[1], [[1, 2, 30, 40, 2, 0.9], [1, 2, 100, 40, 1, 0.5]])
 
 
