@@ -6,7 +6,6 @@ without it, captions are tokenized in Python and METEOR is reported as skipped.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import warnings
 from pathlib import Path
@@ -26,7 +25,9 @@ def spice_available() -> bool:
 
 
 def simple_tokenize(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
+    """Without Java: spaCy's rules (misc.vocab.tokenize), which split and drop punctuation as PTB does."""
+    from misc.vocab import tokenize as words
+    return " ".join(words(text))
 
 
 def tokenize(captions: dict) -> dict:

@@ -19,11 +19,28 @@ import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from misc.io import DataError
 from misc.plurals import is_plural_noun, number_from_context, plurals
+
+
+def tokenize(text: str) -> list[str]:
+    """A raw caption -> lower-case tokens by spaCy's English tokenizer rules (no model is loaded):
+    punctuation and spaces dropped, a possessive split off ("a man's hat" -> a man 's hat, so
+    that "man" can be a visual word), numbers such as 8:25 or 3.5 kept whole. Only the
+    tokenizer's exceptions written with an apostrophe are kept: its apostrophe-less ones split
+    caption words ("id" -> i d, "cant" -> ca nt)."""
+    return [t.text for t in _tokenizer()(text.lower()) if not (t.is_punct or t.is_space)]
+
+
+@lru_cache(maxsize=1)
+def _tokenizer():
+    import spacy
+    tok = spacy.blank("en").tokenizer
+    tok.rules = {k: v for k, v in tok.rules.items() if "'" in k or "\u2019" in k}
+    return tok
 
 
 @dataclass(frozen=True)

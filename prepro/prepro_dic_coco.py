@@ -34,15 +34,10 @@ from tqdm import tqdm
 
 from misc.annotations import BoxIndex
 from misc.io import DataError, atomic_write_json, read_json
-from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, word_to_lemma
+from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, tokenize, word_to_lemma
 from prepro.splits import NOC_KEYS, held_out_from_split, index_robust, noc_split, robust_split, split_of_image
 
 DCC_HELD_OUT = "bottle,bus,couch,microwave,pizza,tennis racket,suitcase,zebra"
-
-
-def tokenize(text: str) -> list[str]:
-    """Karpathy-like: lower case, letters / digits / apostrophes, everything else splits."""
-    return re.findall(r"[a-z0-9']+", text.lower())
 
 
 def images_from_karpathy(path: str) -> list[dict]:

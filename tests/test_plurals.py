@@ -196,3 +196,10 @@ def test_every_coco_mini_caption_against_the_table():
     assert singular <= set(classes.fg_words)              # a singular visual word is a class-file word
     assert COCO_MINI_TEXT <= tokens                       # the false cases do occur in the captions
     assert len(caps) == 795 and len(singular) > 100
+
+
+def test_raw_captions_are_tokenized_with_possessives_split_and_numbers_whole():
+    from misc.vocab import tokenize
+    assert tokenize("A man's hat, next to 2 DOGS.") == ["a", "man", "'s", "hat", "next", "to", "2", "dogs"]
+    assert tokenize("The clock says 8:25; it's a T-shirt") == ["the", "clock", "says", "8:25", "it", "'s", "a", "t", "shirt"]
+    assert tokenize("holding an id and cant see") == ["holding", "an", "id", "and", "cant", "see"]
