@@ -190,7 +190,7 @@ def example_images(cap, limit: int) -> list[str]:
 
 
 def build_app(web: WebCaptioner, *, run: str, examples: list[str], concurrency: int = 1):
-    """The page: inputs on the left, outputs on the right, the JSON behind a fold."""
+    """The page: inputs on the left, outputs on the right, the JSON behind a fold. `run`: its name."""
     colours = palette(list(web.cap.classes.names))
     # delete_cache: every hour, delete uploads and outputs older than a day from Gradio's cache
     with gr.Blocks(title="Neural Baby Talk", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
     examples = example_images(cap, args.examples)
-    app = build_app(WebCaptioner(cap, limits), run=args.start_from, examples=examples,
+    app = build_app(WebCaptioner(cap, limits), run=cap.opt.id or args.start_from, examples=examples,
                     concurrency=args.concurrency)
     app.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     app.launch(server_name=args.host, server_port=args.port, max_file_size=limits.max_bytes,
