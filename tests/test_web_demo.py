@@ -118,6 +118,8 @@ def test_a_truncated_image_is_a_message_not_a_traceback(cap, world_images, tmp_p
     ((0, False, "all", 3), "beam_size 0 is not within 1..10"),
     ((3, True, "unqiue", 3), "'unqiue' is not one of all, unique, novel"),
     ((3, True, "all", 99), "cbs_tag_size 99 is not within 1..3"),
+    (("three", False, "all", 3), "beam_size 'three' is not a number"),
+    ((2.5, False, "all", 3), "beam_size 2.5 is not a whole number"),
 ])
 def test_api_options_out_of_range_are_a_message(cap, world_images, options, message):
     with pytest.raises(gr.Error, match=re.escape(message)):

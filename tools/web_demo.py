@@ -131,6 +131,17 @@ def caption_segments(tagged: str, grounding: list[dict]) -> list[tuple[str, str 
     return out
 
 
+def whole(name: str, value) -> int:
+    """An API number (the sliders send floats) as an int, or a DataError naming the option."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} {value!r} is not a number") from None
+    if not number.is_integer():                                       # 2.5, nan, inf
+        raise DataError(f"{name} {value!r} is not a whole number")
+    return int(number)
+
+
 def as_dict(result) -> dict:
     return result.to_dict() if hasattr(result, "to_dict") else dict(result)
 
@@ -144,7 +155,8 @@ class WebCaptioner:
     def caption(self, path: str | Path, beam_size: int = 3, cbs: bool = False, cbs_mode: str = "all",
                 cbs_tag_size: int = 3) -> tuple[dict, Image.Image]:
         """(the result as a dict, the decoded image); DataError for bad input."""
-        beam_size, cbs_tag_size = int(beam_size), int(cbs_tag_size)
+        beam_size, cbs_tag_size = whole("beam_size", beam_size), whole("cbs_tag_size", cbs_tag_size)
+        cbs = cbs is True or str(cbs).lower() in ("true", "1")           # JSON true, or "true" from a form
         if not 1 <= beam_size <= MAX_BEAM:
             raise DataError(f"beam_size {beam_size} is not within 1..{MAX_BEAM}")
         if cbs_mode not in CBS_MODES:
@@ -152,7 +164,7 @@ class WebCaptioner:
         if not 1 <= cbs_tag_size <= 3:
             raise DataError(f"cbs_tag_size {cbs_tag_size} is not within 1..3")
         image = read_upload(path, self.limits)
-        result = self.cap.generate([image], beam_size=beam_size, cbs=bool(cbs), cbs_mode=cbs_mode,
+        result = self.cap.generate([image], beam_size=beam_size, cbs=cbs, cbs_mode=cbs_mode,
                                    cbs_tag_size=cbs_tag_size)[0]
         return as_dict(result), image
 
@@ -209,7 +221,7 @@ def build_app(web: WebCaptioner, *, run: str, examples: list[str], concurrency: 
                     mode = gr.Dropdown(list(CBS_MODES), value="all", label="CBS mode")
                 button = gr.Button("Caption", variant="primary")
                 if examples:
-                    gr.Examples(examples, inputs=[image], label="World examples (click one)",
+                    gr.Examples(examples, inputs=[image], label="Examples: the run's test images (click one)",
                                 examples_per_page=len(examples))
             with gr.Column(scale=3):
                 picture = gr.AnnotatedImage(label="Grounded boxes", color_map=colours, height=420,
@@ -264,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     concurrency=args.concurrency)
     app.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     app.launch(server_name=args.host, server_port=args.port, max_file_size=limits.max_bytes,
-               share=False, ssr_mode=False, show_error=False,
-               allowed_paths=sorted({str(Path(p).parent) for p in examples}))
+               share=False, ssr_mode=False, show_error=False)      # examples are copied to Gradio's cache
     return 0
 
 
