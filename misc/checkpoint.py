@@ -50,10 +50,31 @@ def load_checkpoint(path: str | Path) -> dict:
                 break
     if not path.is_file():
         raise DataError(f"no checkpoint at {path} (expected model-best.pth or model.pth)")
+    if path.stat().st_size == 0:
+        raise DataError(f"cannot load checkpoint {path}: the file is empty")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:     # pickle / zip errors come in many types
-        raise DataError(f"cannot load checkpoint {path}: {str(err).splitlines()[0]}") from None
+        raise DataError(f"cannot load checkpoint {path}: {(str(err) or type(err).__name__).splitlines()[0]}") from None
+    validate_checkpoint(ckpt, path)
+    return ckpt
+
+
+def validate_checkpoint(ckpt, path: str | Path) -> None:
+    """A checkpoint of this project is a dict holding the model's state dict under 'model' and its
+    options under 'config'; a bare state dict (torch.save(model.state_dict())), a list or any other
+    object is a one-line DataError."""
+    if not isinstance(ckpt, dict):
+        raise DataError(f"{path}: not a checkpoint of this project (a {type(ckpt).__name__}, expected a dict "
+                        "with 'model' and 'config')")
+    missing = [k for k in ("model", "config") if k not in ckpt]
+    if missing:
+        bare = ckpt and all(torch.is_tensor(v) for v in ckpt.values())
+        what = "a bare state dict" if bare else f"a dict without {' and '.join(repr(k) for k in missing)}"
+        raise DataError(f"{path}: not a checkpoint of this project ({what}; it needs 'model' and 'config', "
+                        "as main.py writes them)")
+    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt["config"], dict):
+        raise DataError(f"{path}: malformed checkpoint ('model' and 'config' must be dicts)")
 
 
 def check_compatible(ckpt: dict, fingerprint: str, classes: list[str], where: str) -> None:

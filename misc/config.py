@@ -139,6 +139,8 @@ class Options:
     demo_out: str = "visu"
     demo_detections: str = ""               # detection JSON (coco-mini format) for the demo images
     demo_max_images: int = 8
+    demo_min_score: float = 0.5             # demo picture: draw proposals scoring at least this ...
+    demo_max_boxes: int = 10                # ... and at most this many (grounded boxes always drawn)
     detector_weights: str = ""
 
     # -------------------------------------------------------------------------------------

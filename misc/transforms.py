@@ -1,4 +1,4 @@
-"""Image loading and the box-aware resize / crop of the original (reference §1.6).
+"""Image loading and the box-aware resize / crop of the original.
 
 Train: resize to image_size x image_size (aspect not kept), random crop image_crop_size, boxes shifted
 and clipped. Eval: resize straight to image_crop_size. ImageNet mean / std on RGB in [0, 1].
@@ -7,36 +7,72 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 MAX_PIXELS = 8000 * 8000
 
 
-def load_image(path: str | Path) -> Image.Image | None:
-    """RGB image, any input mode (L, RGBA, P, 16-bit); None (with a warning) when unreadable."""
+def load_image(path: str | Path | IO[bytes]) -> Image.Image | None:
+    """The one image reader (training, prepro, demo, API, web): a file path or an open binary file
+    -> upright RGB (`to_rgb`); None, with a warning naming the file, when it cannot be used."""
+    try:
+        return open_image(path)
+    except ValueError as err:
+        warnings.warn(f"skipping {path}: {err}")
+        return None
+
+
+def open_image(path: str | Path | IO[bytes]) -> Image.Image:
+    """load_image that raises ValueError (a one-line reason) instead of warning."""
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
-                warnings.warn(f"skipping {path}: {im.width}x{im.height} is larger than allowed")
-                return None
+                raise ValueError(f"{im.width}x{im.height} pixels is more than the {MAX_PIXELS} allowed")
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32)
-                arr = (arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8)
-                im = Image.fromarray(arr, "L")
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        warnings.warn(f"skipping unreadable image {path}: {err}")
-        return None
+            return to_rgb(im)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, Image.UnidentifiedImageError) or "cannot identify" in reason:
+            reason = "not an image file Pillow can read (JPEG, PNG, TIFF, BMP, GIF, WebP ...)"
+        raise ValueError(f"unreadable image ({reason})") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL image -> upright 8-bit RGB.
+
+    - EXIF orientation applied (a phone photo stored sideways with tag 6 is turned upright).
+    - 16- and 32-bit integer greys (I;16, I) scaled by their maximum; 32-bit float (F, as in
+      scientific TIFFs) min-max scaled to 0..255 (read as-is, values in 0..1 would all be black);
+      non-finite float pixels become the minimum; an image with no finite pixel is a ValueError.
+    - Transparency composited on white (RGBA, LA, P with transparency); everything else
+      converted by PIL. A malformed EXIF block leaves the pixels as stored."""
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception:            # a malformed EXIF block (struct / key / type errors): pixels as stored
+        pass
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        im = Image.fromarray((arr / max(float(arr.max()), 1.0) * 255).clip(0, 255).astype(np.uint8), "L")
+    elif im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        finite = np.isfinite(arr)
+        if not finite.any():
+            raise ValueError("a float image with no finite pixel value")
+        lo, hi = float(arr[finite].min()), float(arr[finite].max())
+        arr = np.where(finite, arr, lo)
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        im = Image.fromarray(arr.round().astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "P", "PA"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return im.convert("RGB")
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
