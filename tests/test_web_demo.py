@@ -110,7 +110,7 @@ def test_a_truncated_image_is_a_message_not_a_traceback(cap, world_images, tmp_p
     data = open(world_images[0], "rb").read()
     path = tmp_path / "cut.png"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.warns(UserWarning), pytest.raises(gr.Error, match="could not be decoded"):
+    with pytest.raises(gr.Error, match="could not be decoded: unreadable image"):
         web_demo.WebCaptioner(cap).page(str(path), 1, False, "all", 3)
 
 
@@ -124,6 +124,12 @@ def test_a_truncated_image_is_a_message_not_a_traceback(cap, world_images, tmp_p
 def test_api_options_out_of_range_are_a_message(cap, world_images, options, message):
     with pytest.raises(gr.Error, match=re.escape(message)):
         web_demo.WebCaptioner(cap).page(world_images[0], *options)
+
+
+def test_a_photo_on_a_world_run_is_a_message_saying_why_it_cannot_be_captioned(cap, tmp_path):
+    Image.new("RGB", (200, 150), "white").save(tmp_path / "photo.jpg")     # not a world image
+    with pytest.raises(gr.Error, match="not an image of this run's data set"):
+        web_demo.WebCaptioner(cap).page(str(tmp_path / "photo.jpg"), 1, False, "all", 3)
 
 
 def test_no_image_is_a_message(cap):

@@ -17,7 +17,7 @@ captions it. So decoded pixels held at once are at most concurrency x max_megapi
 
 Proposals come from `NBTCaptioner.generate`: for the run's own images (a world run's world
 images, recognised by their pixels) the run's own detections, otherwise the run's detector
-(`--detector_weights`); a run without one answers with a message naming the flag.
+(`--detector_weights`); where there is none that fits, the page shows generate's one-line reason.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ if __package__ in (None, ""):                        # `python tools/web_demo.py
 from misc.api import NBTCaptioner  # noqa: E402
 from misc.config import ConfigError  # noqa: E402
 from misc.io import DataError, read_json  # noqa: E402
-from misc.transforms import load_image  # noqa: E402
+from misc.transforms import open_image  # noqa: E402
 
 try:
     import gradio as gr
@@ -76,10 +76,10 @@ def read_upload(path: str | Path, limits: Limits) -> Image.Image:
     if width * height > limits.max_pixels:
         raise DataError(f"the image is {width} x {height} = {width * height / 1e6:.0f} megapixels; this "
                         f"server takes at most {limits.max_pixels / 1e6:.0f}: resize it first")
-    image = load_image(path)                         # decodes (any mode -> RGB)
-    if image is None:
-        raise DataError("the image could not be decoded (truncated or corrupt file)")
-    return image
+    try:
+        return open_image(path)                      # decodes: upright RGB, any mode
+    except ValueError as err:                        # truncated, corrupt, no finite pixel ...
+        raise DataError(f"the image could not be decoded: {err}") from None
 
 
 def palette(names: list[str]) -> dict[str, str]:
