@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # On this project's machines torch is pinned to the wheels on disk (CUDA builds of 2.14.1 / 0.29.1).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup java quickstart test clean
+.PHONY: setup java browser quickstart test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +21,20 @@ java:
 	@command -v java >/dev/null 2>&1 || { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless) \
 	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless); }
 
+# The web page's tests drive headless Chromium: install Debian's chromium and its driver when missing
+# (where they cannot be installed, those tests are skipped and say why).
+browser:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+	  || echo "could not install chromium and chromium-driver: the browser tests will be skipped"
+
 quickstart: setup
 	$(PY) main.py
 	$(PY) demo.py --demo_out visu
 	@echo "captioned pictures: visu/*.jpg"
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -rs tests
 
 clean:
