@@ -8,13 +8,18 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup java browser quickstart test clean
 
-$(VENV)/.installed: pyproject.toml
+# The quick start installs the lean core; the tests add their extras (pytest, Gradio, Selenium).
+$(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.core
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-setup: $(VENV)/.installed java
+setup: $(VENV)/.core java
 
 # METEOR and the PTB tokenizer need Java: install a headless JRE from Debian when it is missing.
 java:
@@ -34,7 +39,7 @@ quickstart: setup
 	$(PY) demo.py --demo_out visu
 	@echo "captioned pictures: visu/*.jpg"
 
-test: setup browser
+test: $(VENV)/.installed java browser
 	$(PY) -m pytest -q -rs tests
 
 clean:

@@ -190,20 +190,6 @@ def detections_by_name(path: str, cap) -> dict[str, np.ndarray]:
     return {e.get("file_name", ""): table[int(e["image_id"])] for e in entries}
 
 
-def proposals_for(paths: list[Path], cap, detections: str) -> list[np.ndarray] | None:
-    """Known proposals of all `paths`: from a detection JSON, or the run's own rows when every path
-    is an image of its data set (NBTCaptioner.own_proposals); None otherwise. (main() uses
-    prepare(); this stays for tools/web_demo.py until the Gradio page replaces it.)"""
-    if detections:
-        table = detections_by_name(detections, cap)
-        missing = [p.name for p in paths if p.name not in table]
-        if missing:
-            raise DataError(f"{detections}: no detections for {missing[0]}")
-        return [table[p.name] for p in paths]
-    own = [cap.own_proposals(p) for p in paths]
-    return None if any(rows is None for rows in own) else own
-
-
 def prepare(paths: list[Path], cap, detections: str) -> tuple[list, list]:
     """Each image read and its proposals found -> kept [(path, image, rows or None: the
     captioner finds them)] and skipped [(path, reason)]."""
