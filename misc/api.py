@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from misc.calibration import resolve_cbs_threshold
 from misc.captioner import build_captioner
 from misc.checkpoint import check_compatible, load_checkpoint
 from misc.config import Options, options_from_dict
@@ -352,6 +353,8 @@ class NBTCaptioner:
         f = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in f.items()}
         constraints = None
         if cbs and getattr(self.model.decoder, "has_pointer", False):
+            if self.opt.cbs_score_thresh < 0:                 # a run that could not calibrate it
+                self.opt = resolve_cbs_threshold(self.opt)
             constraints = select_constraints(prop, mask, k=cbs_tag_size, mode=cbs_mode,
                                              score_thresh=self.opt.cbs_score_thresh, novel_classes=self.held_out)
         decoded = beam_search(self.model.decoder, f, beam_size=beam_size, max_len=max_len,

@@ -44,3 +44,48 @@ def precision_threshold(scores: np.ndarray, correct: np.ndarray, min_precision: 
     if len(ok) == 0:
         return float(np.nextafter(s[0], np.inf))
     return float(s[ok[-1]])
+
+
+def calibrate_cbs_threshold(bundle, min_precision: float, max_images: int = 5000) -> tuple[float, int]:
+    """The CBS score threshold of a data set's detector, measured on (up to `max_images` of) its
+    training images -> (threshold, images used). Needs the proposal h5 and GT instances."""
+    from misc.detector import ProposalReader
+    images = bundle.dic["images"]
+    rows = bundle.rows("train")[:max_images]
+    reader = ProposalReader(bundle.opt.proposal_h5, [int(im["id"]) for im in images],
+                            bundle.classes.num_classes, warn=False)
+    scores, correct = [], []
+    try:
+        for r in rows:
+            dets = reader.rows(r)
+            gt_boxes, gt_cls = bundle.boxes.get(int(images[r]["id"]))[:2]
+            scores.append(dets[:, 5])
+            correct.append(correct_detections(dets, gt_boxes, gt_cls))
+    finally:
+        reader.close()
+    if not scores:
+        return 1.0, 0
+    return precision_threshold(np.concatenate(scores), np.concatenate(correct), min_precision), len(rows)
+
+
+ORIGINAL_THRESHOLD = 0.8      # the original's fixed CBS score threshold (its own detector's scale)
+
+
+def resolve_cbs_threshold(opt, bundle=None):
+    """Options with `cbs_score_thresh` measured (when it is -1, "calibrate") on `bundle`'s training
+    images; without the data to measure on, the original's 0.8 with a warning."""
+    import dataclasses
+    import sys
+    from pathlib import Path
+    if opt.cbs_score_thresh >= 0:
+        return opt
+    usable = bundle is not None and not opt.det_oracle and Path(opt.proposal_h5).is_file() \
+        and len(bundle.boxes.image_ids) and bundle.rows("train")
+    if not usable:
+        print(f"warning: no training detections and GT boxes to calibrate the CBS score threshold on; "
+              f"using the original's {ORIGINAL_THRESHOLD}", file=sys.stderr)
+        return dataclasses.replace(opt, cbs_score_thresh=ORIGINAL_THRESHOLD)
+    thresh, n = calibrate_cbs_threshold(bundle, opt.cbs_min_precision)
+    print(f"CBS score threshold {thresh:.3f}: detections scoring at least this are right "
+          f"{100 * opt.cbs_min_precision:.0f} % of the time on {n} training images")
+    return dataclasses.replace(opt, cbs_score_thresh=thresh)

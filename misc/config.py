@@ -159,7 +159,13 @@ class Options:
     cbs_tag_size: int = _o(3, "CBS: objects to mention (the search keeps 2^k states per beam)", lo=1, hi=8)
     cbs_mode: str = _o("all", "CBS: which detections become constraints: top-scored (all), one per class "
                        "(unique), held-out classes only (novel)", choices=("all", "unique", "novel"))
-    cbs_score_thresh: float = _o(0.8, "CBS unique / novel: a detection must score above this", lo=0, hi=1)
+    cbs_score_thresh: float = _o(-1.0, "CBS unique / novel: detections scoring at least this become "
+                                 "constraints; -1 = calibrated on the training images, the lowest score at "
+                                 "which detections are right cbs_min_precision of the time (changed: the "
+                                 "original's fixed 0.8 suits only its own detector)", lo=-1, hi=1)
+    cbs_min_precision: float = _o(0.9, "CBS calibration: how often detections at the threshold and above "
+                                  "must overlap a GT box of their class on the training images", lo=0, hi=1,
+                                  lo_open=True)
     det_oracle: bool = _o(False, "use the GT boxes (score 1) as proposals: the paper's oracle rows")
     eval_max_images: int = _o(-1, "evaluate only the first N images of the split (-1 = all)", lo=-1)
     train_max_images: int = _o(-1, "train on the first N training images only (-1 = all)", lo=-1)

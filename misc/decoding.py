@@ -33,7 +33,7 @@ class Decoded:
 
 
 def select_constraints(proposals: torch.Tensor, prop_mask: torch.Tensor, *, k: int, mode: str,
-                       score_thresh: float = 0.8, novel_classes: list[int] | None = None) -> torch.Tensor:
+                       score_thresh: float, novel_classes: list[int] | None = None) -> torch.Tensor:
     """(B, R, 6) proposals -> (B, k) proposal indices to mention, -1 where none (never in place)."""
     B, R, _ = proposals.shape
     out = torch.full((B, k), -1, dtype=torch.long)
@@ -46,7 +46,7 @@ def select_constraints(proposals: torch.Tensor, prop_mask: torch.Tensor, *, k: i
             chosen, seen = [], set()
             for r in order:
                 cls = int(proposals[b, r, 4])
-                if float(proposals[b, r, 5]) <= score_thresh or cls in seen:
+                if float(proposals[b, r, 5]) < score_thresh or cls in seen:
                     continue
                 if mode == "novel" and cls not in set(novel_classes or []):
                     continue

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from misc.calibration import resolve_cbs_threshold
 from misc.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from misc.config import Options
 from misc.dataset import CaptionDataset, DataBundle
@@ -179,6 +180,7 @@ def train(opt: Options) -> dict:
 
 def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume: Path | None) -> Run:
     bundle = DataBundle.load(opt)
+    opt = resolve_cbs_threshold(opt, bundle)          # saved with the run, for the API and the demo
     ckpt = None
     if resume is not None:
         ckpt = load_checkpoint(resume)
@@ -343,6 +345,8 @@ def inference(opt: Options, split: str | None = None) -> dict:
     check_results_free(out, source, opt.overwrite)
     device, _, _ = setup_runtime(opt)
     bundle = DataBundle.load(opt)
+    if opt.cbs:
+        opt = resolve_cbs_threshold(opt, bundle)
     check_compatible(ckpt, bundle.vocab.fingerprint(), list(bundle.classes.names), opt.start_from)
     opt = with_checkpoint_model_options(opt, ckpt)
     model = build_model(opt, bundle, device)
