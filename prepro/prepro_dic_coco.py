@@ -82,30 +82,51 @@ def images_from_coco_captions(paths: list[str], seed: int = 123, quiet: bool = F
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+# What the original's prepro read from fixed places (its data README's commands name none of them).
+DEFAULT_CLASS_FILE = "data/coco/coco_class_name.txt"
+DEFAULT_SPLIT_FILES = {"robust": "data/robust_coco/split_robust_coco.json", "noc": "data/noc_coco/split_noc_coco.json"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The original's option names (`--output_dic_json`, `--output_cap_json`) with their
+    abbreviations (`--output_dic`), as its data README's commands use them."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input_json", default="", help="Karpathy-style dataset json")
+    p.add_argument("--input_json", default="", help="Karpathy-style dataset json (dataset_coco.json)")
     p.add_argument("--captions_json", nargs="*", default=[], help="COCO captions files (instead of --input_json)")
-    p.add_argument("--class_name_file", required=True)
+    p.add_argument("--class_name_file", default=DEFAULT_CLASS_FILE,
+                   help="class-name file: one line per class, comma-separated fine-grained words")
     p.add_argument("--instances_json", nargs="*", default=[],
                    help="COCO instances (needed to regenerate a robust split)")
-    p.add_argument("--split", default="normal", choices=["normal", "robust", "noc"])
-    p.add_argument("--split_file", default="", help="robust / NOC split json; regenerated when absent")
+    p.add_argument("--split", default="normal", choices=["normal", "robust", "noc"],
+                   help="normal (Karpathy), robust or noc (DCC) splits")
+    p.add_argument("--split_file", default="",
+                   help="robust / NOC split json; default: the original's place "
+                        f"({', '.join(DEFAULT_SPLIT_FILES.values())}) when it exists; regenerated when absent")
     p.add_argument("--held_out", default="",
                    help="NOC held-out class names, comma-separated. With --split_file: default = read "
                         "from the file (its 'held_out' list, else inferred from the split); when "
                         f"regenerating the split: default = the 8 DCC objects ({DCC_HELD_OUT})")
-    p.add_argument("--robust_max_test", type=int, default=15000)
+    p.add_argument("--robust_max_test", type=int, default=15000, help="robust split: stop after this many test images")
     p.add_argument("--word_count_threshold", type=int, default=5,
                    help="keep words seen MORE than this many times in the training captions (the "
                         "original's rule: 5 keeps words seen 6+ times, 1 drops words seen once, 0 keeps "
                         "every word); the others read as UNK")
-    p.add_argument("--output_dic", required=True)
-    p.add_argument("--output_cap", required=True)
+    p.add_argument("--output_dic_json", "--output_dic", dest="output_dic", required=True,
+                   help="the dic file to write (vocabulary, visual words, images and splits)")
+    p.add_argument("--output_cap_json", "--output_cap", dest="output_cap", required=True,
+                   help="the caption file to write (token lists per image)")
     p.add_argument("--output_df", default="", help="CIDEr-D document frequencies of the train references")
-    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--seed", type=int, default=123, help="seed of regenerated splits")
     p.add_argument("--quiet", action="store_true", help="no progress bars (shown on a terminal only)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.class_name_file == DEFAULT_CLASS_FILE and not Path(DEFAULT_CLASS_FILE).is_file():
+        args.class_name_file = str(Path(__file__).resolve().parents[1] / DEFAULT_CLASS_FILE)   # the shipped one
+    if args.split != "normal" and not args.split_file and Path(DEFAULT_SPLIT_FILES[args.split]).is_file():
+        args.split_file = DEFAULT_SPLIT_FILES[args.split]
     try:
         run(args)
     except DataError as err:

@@ -132,3 +132,22 @@ def test_main_help_runs_and_exits_zero():
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--cbs_mode" in r.stdout
     assert "(default: 'novel')" in r.stdout.split("--cbs_mode")[1].split("--")[0]
+
+
+# The prepro commands of the original's data/README.md, verbatim.
+ORIGINAL_DATA_README = [
+    "--input_json data/coco/dataset_coco.json --split normal --output_dic_json data/coco/dic_coco.json "
+    "--output_cap_json data/coco/cap_coco.json",
+    "--input_json data/coco/dataset_coco.json --split robust --output_dic_json data/robust_coco/dic_coco.json "
+    "--output_cap_json data/robust_coco/cap_coco.json",
+    "--input_json data/coco/dataset_coco.json --split noc --output_dic_json data/noc_coco/dic_coco.json "
+    "--output_cap_json data/noc_coco/cap_coco.json",
+]
+
+
+@pytest.mark.parametrize("line", ORIGINAL_DATA_README)
+def test_original_prepro_commands_parse(line):
+    from prepro.prepro_dic_coco import build_parser
+    args = build_parser().parse_args(shlex.split(line))
+    assert args.output_dic.endswith("dic_coco.json") and args.class_name_file == "data/coco/coco_class_name.txt"
+    assert build_parser().parse_args(["--output_dic", "a", "--output_cap", "b"]).output_cap == "b"
