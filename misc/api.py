@@ -36,11 +36,9 @@ from misc.captioner import build_captioner
 from misc.checkpoint import check_compatible, load_checkpoint
 from misc.config import Options, options_from_dict
 from misc.dataset import held_out_classes, load_dic
-from misc.decoding import beam_search, select_constraints
-from misc.evaluation import autocast
+from misc.inference import Decoding, decode_batch, inference_mode
 from misc.io import DataError, read_json
 from misc.proposals import validate_proposals
-from misc.slot_filling import fill_slots
 from misc.transforms import load_image, open_image, resize_with_boxes, to_rgb, to_tensor
 
 PIXEL_INDEX_MAX_IMAGES = 20_000     # larger data sets (COCO) are matched by path only
@@ -346,27 +344,19 @@ class NBTCaptioner:
         mask = torch.zeros(len(pils), R, dtype=torch.bool)                  # (B, R)
         for i, p in enumerate(props):
             prop[i, :len(p)], mask[i, :len(p)] = p, True
-        batch = {"images": torch.stack(tensors).to(self.device), "proposals": prop.to(self.device),
-                 "prop_mask": mask.to(self.device)}
-        with autocast(self.device, self.opt):
-            f = self.model.encode(batch)
-        f = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in f.items()}
-        constraints = None
-        if cbs and getattr(self.model.decoder, "has_pointer", False):
-            if self.opt.cbs_score_thresh < 0:                 # a run that could not calibrate it
-                self.opt = resolve_cbs_threshold(self.opt)
-            constraints = select_constraints(prop, mask, k=cbs_tag_size, mode=cbs_mode,
-                                             score_thresh=self.opt.cbs_score_thresh, novel_classes=self.held_out)
-        decoded = beam_search(self.model.decoder, f, beam_size=beam_size, max_len=max_len,
-                              constraints=constraints, length_penalty=self.opt.length_penalty)
-        novel = set(self.held_out) if self.opt.decode_noc else set()
+        batch = {"images": torch.stack(tensors), "proposals": prop, "prop_mask": mask}
+        if cbs and self.opt.cbs_score_thresh < 0:                # a run that could not calibrate it
+            self.opt = resolve_cbs_threshold(self.opt)
+        decoding = Decoding.from_options(self.opt, self.held_out, beam_size=beam_size, max_len=max_len, cbs=cbs,
+                                         cbs_mode=cbs_mode, cbs_tag_size=cbs_tag_size)
+        with inference_mode(self.model):
+            captions = decode_batch(self.model, batch, decoding, self.vocab, device=self.device, box_scales=scales)
         out = []
-        for i, d in enumerate(decoded):
+        for i, cap in enumerate(captions):
             sx, sy = scales[i]
-            cap = fill_slots(d, self.vocab, prop[i].cpu(), novel_classes=novel, box_scale=scales[i])
             seen = [{"box": [round(float(v) * s, 2) for v, s in zip(r[:4], (sx, sy, sx, sy))],
                      "class": self.classes.names[int(r[4]) - 1], "score": round(float(r[5]), 4)}
-                    for r in prop[i][mask[i]].cpu().numpy()]
+                    for r in prop[i][mask[i]].numpy()]
             out.append(CaptionResult(caption=cap.text, tagged=cap.tagged, grounding=cap.grounding, proposals=seen,
                                      score=float(cap.score), width=pils[i].width, height=pils[i].height,
                                      source=rows[i][1]))

@@ -5,40 +5,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from misc.decoding import beam_search, select_constraints
-from misc.slot_filling import fill_slots
 from misc.transforms import box_iou
-
-
-def generate_batch(model, batch: dict, opt, vocab, novel_classes: list[int], device) -> list:
-    """Decode one collated batch -> list of Caption."""
-    model.eval()
-    batch_dev = to_device(batch, device)
-    with autocast(device, opt):
-        f = model.encode(batch_dev)
-    f = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in f.items()}
-    constraints = None
-    if opt.cbs and getattr(model.decoder, "has_pointer", False):
-        constraints = select_constraints(batch["proposals"], batch["prop_mask"], k=opt.cbs_tag_size,
-                                         mode=opt.cbs_mode, score_thresh=opt.cbs_score_thresh,
-                                         novel_classes=novel_classes)
-    decoded = beam_search(model.decoder, f, beam_size=opt.beam_size, max_len=opt.seq_length,
-                          constraints=constraints, length_penalty=opt.length_penalty)
-    novel = set(novel_classes) if opt.decode_noc else set()
-    return [fill_slots(d, vocab, batch["proposals"][i], novel_classes=novel) for i, d in enumerate(decoded)]
-
-
-def to_device(batch: dict, device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-def autocast(device, opt):
-    device = torch.device(device)
-    if device.type == "cuda" and opt.amp in ("bf16", "fp16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if opt.amp == "bf16" else torch.float16)
-    return torch.autocast("cpu", enabled=False)
 
 
 class CaptionEvaluator:

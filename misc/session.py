@@ -23,9 +23,11 @@ from misc.calibration import resolve_cbs_threshold
 from misc.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from misc.config import Options
 from misc.dataset import CaptionDataset, DataBundle
+from misc.inference import Decoding
 from misc.io import DataError, atomic_write_json, read_json
+from misc.runtime import setup_runtime
 from misc.trainer import (ProgressLog, StopRequest, TrainState, apply_noc_word_map, build_model, build_optimizer,
-                          evaluate, format_duration, format_table, make_loader, scst_active, set_lr, setup_runtime,
+                          evaluate, format_duration, format_table, make_loader, scst_active, set_lr,
                           train_one_epoch)
 
 # Options that define the network: taken from a checkpoint when one is loaded.
@@ -309,9 +311,7 @@ def eval_copy(raw, opt, bundle):
 
 # -- inference ------------------------------------------------------------------------------
 def decoding_name(opt: Options) -> str:
-    """greedy | beam3 | beam3_cbs-novel2: part of every results file name."""
-    name = "greedy" if opt.beam_size == 1 and not opt.cbs else f"beam{opt.beam_size}"
-    return name + (f"_cbs-{opt.cbs_mode}{opt.cbs_tag_size}" if opt.cbs else "")
+    return Decoding.from_options(opt).name
 
 
 def results_path(opt: Options, split: str) -> Path:

@@ -11,14 +11,11 @@
 from __future__ import annotations
 
 import math
-import os
-import random
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -27,8 +24,10 @@ from tqdm import tqdm
 
 from misc.captioner import build_captioner, read_glove
 from misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler, collate
-from misc.evaluation import CaptionEvaluator, autocast, generate_batch, to_device
+from misc.evaluation import CaptionEvaluator
+from misc.inference import Decoding, decode_batch, inference_mode
 from misc.losses import caption_targets, combine
+from misc.runtime import autocast, to_device
 
 XE_NAMES = {"lm": "words", "bn": "plural", "fg": "fine", "grp": "grouping"}   # loss sums -> reported names
 
@@ -90,33 +89,6 @@ class StopRequest:
 def threading_is_main() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
-
-
-# -- runtime -------------------------------------------------------------------------------
-def setup_runtime(opt) -> tuple[torch.device, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    use_cuda = opt.cuda and torch.cuda.is_available()
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-    if opt.mGPUs and world == 1 and use_cuda and torch.cuda.device_count() > 1:
-        print(f"note: --mGPUs True: {torch.cuda.device_count()} GPUs visible, this process uses one; "
-              f"start with torchrun --nproc_per_node {torch.cuda.device_count()} main.py ... to use all",
-              file=sys.stderr)
-    seed_everything(opt.seed)
-    return device, rank, world
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _worker_ignores_signals(_worker_id: int) -> None:
@@ -231,7 +203,7 @@ def train_step(model, optimizer, scaler, window: list[dict], opt, device, *, epo
     numbers: dict[str, float] = {}
     for b in window:
         b = to_device(b, device)
-        with autocast(device, opt):
+        with autocast(device, opt.amp):
             out = model(b, ss_prob=ss_prob(opt, epoch), scst=scst)
         if scst is None:
             loss = combine(out, weights, float(counts[0]), float(counts[1]))
@@ -332,21 +304,23 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-@torch.no_grad()
 def evaluate(model, bundle, opt, device, split: str, *, meteor: bool = True, max_images: int = -1,
              progress: bool = True) -> dict:
+    """Decode a split with `opt`'s decoding settings and score it (CaptionEvaluator)."""
     ds = CaptionDataset(bundle, split, train=False, max_images=max_images)
     loader = make_loader(ds, opt, shuffle=False)
     raw = model.module if hasattr(model, "module") else model
     novel = bundle.held_out
+    decoding = Decoding.from_options(opt, novel)
     evaluator = CaptionEvaluator(bundle, novel_classes=novel if opt.decode_noc else [], meteor=meteor,
                                  spice=opt.spice)
     skipped = []
-    for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=None if progress else True):
-        skipped += batch.get("skipped", [])
-        if batch.get("empty"):
-            continue
-        evaluator.process(batch, generate_batch(raw, batch, opt, bundle.vocab, novel, device))
+    with inference_mode(raw):
+        for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=None if progress else True):
+            skipped += batch.get("skipped", [])
+            if batch.get("empty"):
+                continue
+            evaluator.process(batch, decode_batch(raw, batch, decoding, bundle.vocab, device=device))
     result = evaluator.evaluate()
     result["predictions"] = list(evaluator.preds.values())
     result["skipped_images"] = skipped
