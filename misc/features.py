@@ -7,7 +7,7 @@ Per image, at the evaluation transform (resized to image_crop_size x image_crop_
     pooled  RoIAlign (pooling/roi_align.py) of each of its R proposals, R x D
 
 Layout of a cache directory:
-    features.npy   (N, D, h*w + R) float16, memory-mapped: row i = image i's grid cells, then its
+    features.npy   (N, D, h*w + R) float16 (float32 on request), memory-mapped: row i = image i's grid cells, then its
                    R pooled proposals (zeros after its own n_i <= R)
     proposals.npy  (N, R, 6) float32: the proposals they were pooled at, in crop pixels, so the
                    loader can check they are still the proposals it reads
@@ -66,7 +66,7 @@ class FeatureCache:
     def get(self, row: int) -> CachedImage:
         D, h, w = self.grid_shape
         n = int(self.num[row])
-        feat = np.asarray(self.feats[row], dtype=np.float32)              # (D, h*w + R)
+        feat = np.array(self.feats[row], dtype=np.float32)               # (D, h*w + R), a copy
         grid = torch.from_numpy(np.ascontiguousarray(feat[:, :h * w])).view(D, h, w)
         pooled = torch.from_numpy(np.ascontiguousarray(feat[:, h * w:h * w + n].T))   # (n, D)
         size = (int(self.sizes[row, 0]), int(self.sizes[row, 1]))

@@ -7,7 +7,8 @@ h5, or the GT boxes with --det_oracle), float16 in one memory-mapped file. Size 
 2 D (h w + R) + 24 R bytes; COCO with ResNet-101 at 512 px and R = max_proposal = 100:
 1.39 MiB per image, 168 GiB for 123,287 images.
 
-    python prepro/prepro_features.py --path_opt cfgs/normal_coco_res101.yml --out data/coco/feats_res101
+    python prepro/prepro_features.py --path_opt cfgs/normal_coco_res101.yml --out data/coco/feats_res101 \
+        [--dtype float32]      (twice the size; for features that overflow float16, which is refused)
 
 Training from the cache sees the evaluation transform: no random crop (the image path with
 image_size == image_crop_size gives the same batches).
@@ -70,8 +71,13 @@ def build_cache(opt, out: str | Path, batch_size: int = 16, dtype=np.float16) ->
                 pooled = pool_regions(conv, boxes.to(device), backbone.stride)                # (B, R, D)
             valid = torch.arange(R)[None] < torch.from_numpy(num[s:s + len(rows)])[:, None]      # (B, R)
             pooled = pooled * valid[..., None].to(device)                                     # zeros after n_i
-            block = torch.cat([conv.flatten(2), pooled.transpose(1, 2)], 2)                   # (B, D, h*w + R)
-            feats[s:s + len(rows)] = block.cpu().numpy().astype(dtype)
+            block = torch.cat([conv.flatten(2), pooled.transpose(1, 2)], 2).cpu().numpy()    # (B, D, h*w + R)
+            with np.errstate(over="ignore"):
+                fits = np.isfinite(block.astype(dtype)).all()
+            if not fits:
+                raise DataError(f"features of image rows {s}..{rows[-1]} do not fit {np.dtype(dtype).name} "
+                                f"(largest {np.abs(block).max():.3g}); use --dtype float32")
+            feats[s:s + len(rows)] = block
         feats.flush()
         props.flush()
         del feats, props
@@ -83,20 +89,31 @@ def build_cache(opt, out: str | Path, batch_size: int = 16, dtype=np.float16) ->
     return out
 
 
+def _pop(argv: list[str], flag: str, default: str | None = None) -> str | None:
+    if flag not in argv:
+        return default
+    i = argv.index(flag)
+    if i + 1 >= len(argv):
+        raise ConfigError(f"{flag} needs a value")
+    value = argv[i + 1]
+    del argv[i:i + 2]
+    return value
+
+
 def main(argv=None) -> int:
+    """Options as main.py's, plus --out DIR (required) and --dtype float16 | float32."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        i = argv.index("--out")
-        out = argv[i + 1]
-        del argv[i:i + 2]
-    except (ValueError, IndexError):
-        print("error: --out <directory> is required", file=sys.stderr)
-        return 2
-    try:
+        out = _pop(argv, "--out")
+        dtype = _pop(argv, "--dtype", "float16")
+        if not out:
+            raise ConfigError("--out <directory> is required")
+        if dtype not in ("float16", "float32"):
+            raise ConfigError(f"--dtype: float16 or float32, not {dtype!r}")
         opt = build_options(argv)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            print(f"wrote {build_cache(opt, out)}")
+            print(f"wrote {build_cache(opt, out, dtype=np.dtype(dtype))}")
     except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -239,3 +239,22 @@ def test_read_only_data_folder_loads_without_cache_and_one_warning(world_dir, tm
     assert len(mine) == 1 and "Permission denied" in str(mine[0].message)
     assert not list(tmp_path.glob("*.npz"))
     assert CaptionDataset(b, "train", train=True)[(0, 0)]["words"].any()
+
+
+def test_malformed_caption_files_name_the_file_and_entry(world_dir, tmp_path):
+    from misc.io import DataError
+    opt = _world_copy(world_dir, tmp_path)
+    path = tmp_path / "cap_world.json"
+    caps = json.loads(path.read_text())
+    path.write_text(json.dumps(caps[:5]))
+    with pytest.raises(DataError, match=r"cap_world.json: expected a list of \d+ caption lists"):
+        DataBundle.load(opt)
+    caps[3] = "a ring"
+    path.write_text(json.dumps(caps))
+    with pytest.raises(DataError, match="cap_world.json: entry 3 is not a list of token lists"):
+        DataBundle.load(opt)
+    dic = json.loads((tmp_path / "dic_world.json").read_text())
+    del dic["images"][2]["file_path"]
+    (tmp_path / "dic_world.json").write_text(json.dumps(dic))
+    with pytest.raises(DataError, match="dic_world.json: every images"):
+        DataBundle.load(opt)

@@ -120,3 +120,15 @@ def test_training_from_cached_regions_gives_the_metrics_of_training_from_images(
     finally:
         model.cached, model.backbone = False, backbone
     assert _metrics(fp16) == pytest.approx(_metrics(result), abs=1e-9)
+
+
+def test_features_that_overflow_float16_are_refused_not_written(world_dir, tmp_path, capsys):
+    from prepro import prepro_features
+    opt = world_options(world_dir, cnn_backend="res101", pretrained_cnn=False, finetune_cnn=False,
+                        image_size=128, image_crop_size=128)
+    with pytest.raises(DataError, match="do not fit float16"):          # random weights, no batch norm
+        build_cache(opt, tmp_path / "f", batch_size=4)
+    assert not list((tmp_path / "f").iterdir())
+    assert prepro_features.main(["--dtype", "int8", "--out", str(tmp_path / "g")]) == 2
+    assert prepro_features.main(["--path_opt", "cfgs/world.yml"]) == 2
+    assert "--out <directory> is required" in capsys.readouterr().err
