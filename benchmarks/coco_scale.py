@@ -331,7 +331,7 @@ class _Probe:
         from misc.dataset import collate
         batch = collate(items)
         return {"pid": os.getpid(), "n": len(batch["image_ids"]) if "image_ids" in batch else 0,
-                "uss": uss(), "visual": batch.get("n_visual", 0), "grounded": batch.get("n_grounded", 0)}
+                "uss": uss(), "cpu": time.process_time(), "visual": batch.get("n_visual", 0), "grounded": batch.get("n_grounded", 0)}
 
 
 def child_workers(data: Path, code: Path, workers: int = 2, batch_size: int = 50, max_images: int = -1) -> dict:
@@ -350,7 +350,7 @@ def child_workers(data: Path, code: Path, workers: int = 2, batch_size: int = 50
     seen = visual = grounded = 0
     for b in loader:
         pts = trace.setdefault(b["pid"], [])
-        pts.append(((pts[-1][0] if pts else 0) + b["n"], b["uss"]))
+        pts.append(((pts[-1][0] if pts else 0) + b["n"], b["uss"], b["cpu"]))
         seen += b["n"]
         visual += b["visual"]
         grounded += b["grounded"]
@@ -361,9 +361,10 @@ def child_workers(data: Path, code: Path, workers: int = 2, batch_size: int = 50
         m = np.array([p[1] for p in pts], np.float64)
         half = n >= n[-1] / 2
         slope = float(np.polyfit(n[half], m[half], 1)[0]) if half.sum() >= 2 else 0.0
+        cpu_ms = 1e3 * (pts[-1][2] - pts[0][2]) / max(n[-1] - n[0], 1)
         per_worker[str(pid)] = {"images": int(n[-1]), "uss_first": int(m[0]), "uss_last": int(m[-1]),
-                                "slope_bytes_per_image": slope,
-                                "trace": [[int(a), int(b)] for a, b in pts[:: max(1, len(pts) // 20)]]}
+                                "slope_bytes_per_image": slope, "cpu_ms_per_image": cpu_ms,
+                                "trace": [[int(a), int(b)] for a, b, _ in pts[:: max(1, len(pts) // 20)]]}
     return {"seconds": seconds, "images": seen, "images_per_s": seen / seconds, "workers": per_worker,
             "main_rss": _status("VmRSS"), "main_peak": _status("VmHWM"),
             "visual_words": visual, "grounded": grounded}
@@ -378,13 +379,24 @@ def child_loader(data: Path, code: Path, workers: int, images: int = 300, batch_
     loader = make_loader(ds, opt, shuffle=True)
     it = iter(loader)
     first = next(it)                                   # workers started, first batch ready
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu_with_children()
     seen = 0
     for batch in it:
         seen += batch["images"].shape[0]
     seconds = time.perf_counter() - t
-    return {"images": seen, "seconds": seconds, "images_per_s": seen / seconds,
+    del it, loader                                     # workers exit: their CPU time is counted
+    cpu = _cpu_with_children() - cpu
+    return {"images": seen, "seconds": seconds, "images_per_s": seen / seconds, "cpu_ms_per_image": 1e3 * cpu / seen,
             "batch_shape": list(first["images"].shape), "proposals": list(first["proposals"].shape)}
+
+
+def _cpu_with_children() -> float:
+    """CPU seconds of this process and of its waited-for children (the DataLoader workers)."""
+    import gc
+    import resource
+    gc.collect()
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
 
 
 CHILDREN = {"startup": child_startup, "workers": child_workers, "loader": child_loader}
@@ -449,15 +461,25 @@ def measure(code: Path, data: Path, steps: list[str], loader_images: int) -> dic
         res["workers"] = w
         for pid, v in w["workers"].items():
             print(f"  worker {pid}: {v['images']} images, USS {v['uss_first'] / 2**20:.0f} -> "
-                  f"{v['uss_last'] / 2**20:.0f} MiB, slope {v['slope_bytes_per_image'] / 1024:.2f} KiB/image", flush=True)
+                  f"{v['uss_last'] / 2**20:.0f} MiB, slope {v['slope_bytes_per_image'] / 1024:.2f} KiB/image, "
+                  f"{v['cpu_ms_per_image']:.2f} CPU ms/image", flush=True)
         print(f"  full pass: {w['images']} images in {w['seconds']:.0f}s ({w['images_per_s']:.0f}/s), main RSS "
               f"{w['main_rss'] / 2**30:.2f} GiB; grounded {w['grounded']}/{w['visual_words']} visual words", flush=True)
-    if "loader" in steps:
-        res["loader"] = {str(n): run_child(code, data, "loader", workers=n, images=loader_images) for n in (0, 2)}
-        for n, v in res["loader"].items():
-            print(f"  loader, {n} workers: {v['images_per_s']:.1f} images/s ({v['images']} images, "
-                  f"batch {v['batch_shape']})", flush=True)
     return res
+
+
+def measure_loader(codes: list[Path], data: Path, images: int, repeat: int) -> dict:
+    """Loader images/s with 0 and 2 workers; checkouts alternate, so a busy machine slows all alike."""
+    runs: dict = {str(c): {"0": [], "2": []} for c in codes}
+    for _ in range(repeat):
+        for n in (0, 2):
+            for code in codes:
+                v = run_child(code, data, "loader", workers=n, images=images)
+                runs[str(code)][str(n)].append(v)
+                print(f"  [{code.name}] loader, {n} workers: {v['images_per_s']:.1f} images/s, "
+                      f"{v['cpu_ms_per_image']:.1f} CPU ms/image ({v['images']} images, batch {v['batch_shape']})",
+                      flush=True)
+    return runs
 
 
 def main(argv=None) -> int:
@@ -467,6 +489,7 @@ def main(argv=None) -> int:
     p.add_argument("--code", nargs="*", default=[str(ROOT)], help="checkouts to measure (default: this one)")
     p.add_argument("--only", default="prepro,startup,workers,loader", help="comma-separated steps")
     p.add_argument("--loader_images", type=int, default=300)
+    p.add_argument("--loader_repeat", type=int, default=1, help="loader measurements per checkout (alternating)")
     p.add_argument("--out", default="", help="write the results as JSON here")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)
     p.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
@@ -488,10 +511,12 @@ def main(argv=None) -> int:
     generate(data, args.images)
     steps = args.only.split(",")
     results = {"images": args.images, "data": str(data), "runs": []}
-    for code in map(Path, args.code):
-        code = code.resolve()
+    codes = [Path(c).resolve() for c in args.code]
+    for code in codes:
         print(f"[{code}]", flush=True)
         results["runs"].append(measure(code, data, steps, args.loader_images))
+    if "loader" in steps:
+        results["loader"] = measure_loader(codes, data, args.loader_images, args.loader_repeat)
     results["seconds"] = time.perf_counter() - t0
     print(f"total {results['seconds'] / 60:.1f} min")
     if args.out:
