@@ -2,29 +2,61 @@
 
 The original loaded both COCO instance files with pycocotools inside every DataLoader (and so in
 every worker). Here they are read once, reduced to numpy arrays (boxes x1y1x2y2, class index 1..C,
-fine-grained word index or -1) and shared by forked workers without copies.
+fine-grained word index or -1, image sizes) and shared by forked workers without copies. Parsing
+COCO's instances json costs tens of seconds and gigabytes; `BoxIndex.load` keeps the arrays in a
+small .npz cache (misc/npz_cache.py) keyed on the json files and the class list.
 """
 from __future__ import annotations
 
+import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from misc import npz_cache
 from misc.io import DataError, read_json
 from misc.vocab import ClassNames
+
+CACHE_VERSION = 1
+
+
+class ImageSizes(Mapping):
+    """image id -> (width, height), over two sorted arrays (no per-image Python objects)."""
+
+    def __init__(self, ids: np.ndarray, wh: np.ndarray):
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.wh = ids[order].astype(np.int64), wh[order].astype(np.int64).reshape(-1, 2)
+
+    @staticmethod
+    def from_dict(sizes: dict) -> "ImageSizes":
+        ids = np.array(list(sizes), np.int64)
+        return ImageSizes(ids, np.array([sizes[int(i)] for i in ids], np.int64).reshape(-1, 2))
+
+    def __getitem__(self, image_id: int) -> tuple[int, int]:
+        k = int(np.searchsorted(self.ids, image_id))
+        if k >= len(self.ids) or self.ids[k] != image_id:
+            raise KeyError(image_id)
+        return int(self.wh[k, 0]), int(self.wh[k, 1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        return (int(i) for i in self.ids)
 
 
 class BoxIndex:
     def __init__(self, image_ids: np.ndarray, offsets: np.ndarray, boxes: np.ndarray,
-                 classes: np.ndarray, fine: np.ndarray, sizes: dict[int, tuple[int, int]],
+                 classes: np.ndarray, fine: np.ndarray, sizes: Mapping[int, tuple[int, int]],
                  group: np.ndarray | None = None, group_words: list[frozenset] | None = None):
         self.image_ids = image_ids            # (I,) sorted
         self.offsets = offsets                # (I + 1,) start of each image's rows
         self.boxes = boxes                    # (N, 4) float32 x1 y1 x2 y2
         self.classes = classes                # (N,) int64 1..C
         self.fine = fine                      # (N,) int64 fine-grained index (world) or -1
-        self.sizes = sizes                    # image id -> (width, height)
+        self.sizes = sizes if isinstance(sizes, ImageSizes) else ImageSizes.from_dict(dict(sizes))
         # (N,) attribute group (same kind and colour = same group; world only) or -1
         self.group = np.full(len(classes), -1, np.int64) if group is None else group
         # group id -> its attribute values as words ({"red", "gem"}), and all such words
@@ -42,6 +74,47 @@ class BoxIndex:
 
     def present_classes(self, image_id: int) -> set[int]:
         return set(int(c) for c in self.get(image_id)[1])
+
+    @staticmethod
+    def empty() -> "BoxIndex":
+        z = np.zeros(0, np.int64)
+        return BoxIndex(z, np.zeros(1, np.int64), np.zeros((0, 4), np.float32), z, z, {})
+
+    # -- cache ---------------------------------------------------------------------------------
+    @staticmethod
+    def cache_key(paths: list[str | Path], classes: ClassNames, max_boxes: int = 100) -> str:
+        """Changes when an instances file is rewritten (size, mtime) or the class list changes."""
+        for p in paths:
+            if not Path(p).is_file():
+                raise DataError(f"file not found: {p}")
+        return json.dumps({"version": CACHE_VERSION, "instances": [npz_cache.file_stamp(p) for p in paths],
+                           "classes": npz_cache.digest([classes.names, classes.words]), "max_boxes": max_boxes})
+
+    @staticmethod
+    def load(paths: list[str | Path], classes: ClassNames, cache: str | Path | None = None,
+             max_boxes: int = 100) -> "BoxIndex":
+        """from_files, through the .npz cache at `cache` (rebuilt when the key differs)."""
+        if cache is None:
+            return BoxIndex.from_files(paths, classes, max_boxes)
+        key = BoxIndex.cache_key(paths, classes, max_boxes)
+        arrays = npz_cache.load(cache, key)
+        if arrays is not None:
+            return BoxIndex.from_arrays(arrays)
+        index = BoxIndex.from_files(paths, classes, max_boxes)
+        npz_cache.save(cache, key, index.arrays())
+        return index
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        words = json.dumps([sorted(w) for w in self.group_words])
+        return {"image_ids": self.image_ids, "offsets": self.offsets, "boxes": self.boxes,
+                "classes": self.classes, "fine": self.fine, "group": self.group,
+                "size_ids": self.sizes.ids, "size_wh": self.sizes.wh, "group_words": np.array(words)}
+
+    @staticmethod
+    def from_arrays(a: dict[str, np.ndarray]) -> "BoxIndex":
+        words = [frozenset(w) for w in json.loads(str(a["group_words"]))]
+        return BoxIndex(a["image_ids"], a["offsets"], a["boxes"], a["classes"], a["fine"],
+                        ImageSizes(a["size_ids"], a["size_wh"]), a["group"], words)
 
     @staticmethod
     def from_files(paths: list[str | Path], classes: ClassNames, max_boxes: int = 100) -> "BoxIndex":

@@ -14,6 +14,7 @@ from misc.backbone import build_backbone
 from misc.grouping import GROUP_KEYS, grouping_loss_sum
 from misc.losses import xe_loss_sums
 from misc.model import NBTDecoder
+from misc.regions import CachedRegions
 
 
 class Captioner(nn.Module):
@@ -32,6 +33,8 @@ class Captioner(nn.Module):
     def _encode(self, batch: dict) -> tuple[dict, dict]:
         images = batch["images"]
         conv = images if self.cached or self.backbone is None else self.backbone(images)
+        if batch.get("region_feats") is not None and hasattr(self.decoder, "regions"):
+            conv = CachedRegions(conv, batch["region_feats"])          # pooled by prepro_features.py
         f = self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
         groups = {k: f.pop(k) for k in GROUP_KEYS if k in f}
         return f, groups

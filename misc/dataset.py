@@ -21,19 +21,23 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from misc.annotations import BoxIndex
+from misc.captions import CaptionStore, ImageTable, load_captions
 from misc.config import Options
 from misc.detector import ProposalReader, check_proposal_h5
 from misc.io import DataError, read_json
+from misc.npz_cache import cache_path, digest, file_stamp
 from misc.transforms import box_area, box_iou, crop_with_boxes, load_image, resize_with_boxes, to_tensor
 from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary
 
 
 @dataclass
 class DataBundle:
-    """Everything read once from disk and shared by all splits (and, forked, by all workers)."""
+    """Everything read once from disk and shared by all splits (and, forked, by all workers):
+    image records, captions and boxes as numpy arrays (misc/captions.py, misc/annotations.py),
+    cached next to the dic so a second start reads neither the caption nor the instances json."""
     opt: Options
-    dic: dict
-    captions: list              # image row -> list of token lists
+    dic: dict                   # the dic json; dic["images"] is an ImageTable
+    captions: CaptionStore      # image row -> token lists (and their visual words)
     classes: ClassNames
     vocab: Vocabulary
     boxes: BoxIndex
@@ -42,18 +46,21 @@ class DataBundle:
     @staticmethod
     def load(opt: Options) -> "DataBundle":
         dic, classes, vocab = load_dic(opt.input_dic, opt.class_name_file)
-        caps = read_json(opt.input_json)
-        if not isinstance(caps, list) or len(caps) != len(dic["images"]):
-            raise DataError(f"{opt.input_json}: expected a list of {len(dic['images'])} caption lists")
+        images = dic["images"] = ImageTable.from_records(dic["images"], opt.input_dic)
         if opt.proposal_h5 and not opt.det_oracle and Path(opt.proposal_h5).is_file():
-            check_proposal_h5(opt.proposal_h5, [int(im["id"]) for im in dic["images"]], classes.num_classes)
-        boxes = BoxIndex.from_files(opt.instances_json, classes) if opt.instances_json else \
-            BoxIndex(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros((0, 4), np.float32),
-                     np.zeros(0, np.int64), np.zeros(0, np.int64), {})
-        return DataBundle(opt, dic, caps, classes, vocab, boxes, VisualWordMatcher(classes))
+            check_proposal_h5(opt.proposal_h5, images.ids.tolist(), classes.num_classes)
+        boxes = BoxIndex.load(opt.instances_json, classes, cache_path(opt.input_dic, "boxes")) \
+            if opt.instances_json else BoxIndex.empty()
+        matcher = VisualWordMatcher(classes)
+        key = {"dic": file_stamp(opt.input_dic), "classes": digest([classes.names, classes.words]),
+               "boxes": BoxIndex.cache_key(opt.instances_json, classes) if opt.instances_json else ""}
+        captions = load_captions(opt.input_json, images, boxes.present_classes, matcher,
+                                 cache=cache_path(opt.input_dic, "captions"), key_parts=key)
+        captions.bind_vocab(vocab.encode)
+        return DataBundle(opt, dic, captions, classes, vocab, boxes, matcher)
 
     def rows(self, split: str) -> list[int]:
-        return [i for i, im in enumerate(self.dic["images"]) if im["split"] == split]
+        return self.dic["images"].rows(split).tolist()
 
     @property
     def held_out(self) -> list[int]:
@@ -78,15 +85,18 @@ def held_out_classes(dic: dict, classes: ClassNames) -> list[int]:
 
 
 class CaptionDataset(Dataset):
-    def __init__(self, bundle: DataBundle, split: str, *, train: bool, max_images: int = -1,
+    def __init__(self, bundle: DataBundle, split: str | None, *, train: bool, max_images: int = -1,
                  visual_slots: bool | None = None):
+        """`split` None: every image of the dic (feature extraction)."""
         self.b = bundle
         self.opt = bundle.opt
         self.train = train
-        self.rows = bundle.rows(split)
+        images = bundle.dic["images"]
+        # (n,) int64: no Python ints for forked workers to touch
+        self.rows = np.arange(len(images)) if split is None else images.rows(split)
         if max_images > 0:
             self.rows = self.rows[:max_images]
-        if not self.rows:
+        if not len(self.rows):
             raise DataError(f"{self.opt.input_dic}: split '{split}' has no images")
         self._h5 = None
         self._feats = None
@@ -97,41 +107,43 @@ class CaptionDataset(Dataset):
         return len(self.rows)
 
     # -- per-worker file handles (opened once per process, never per item) ----------------
-    def _proposals(self, row: int) -> np.ndarray:
-        images = self.b.dic["images"]
-        if self._h5 is None:       # checked against the dic by DataBundle.load, which warned of bad rows
-            self._h5 = ProposalReader(self.opt.proposal_h5, [int(im["id"]) for im in images],
+    def proposals(self, row: int, image_id: int) -> np.ndarray:
+        """(K, 6) valid proposals of a dic row in image pixels: the detection h5 row (checked
+        against the dic by DataBundle.load, which warned of bad rows), or with det_oracle the GT
+        boxes (score 1)."""
+        if self.opt.det_oracle:
+            gt_boxes, gt_cls = self.b.boxes.get(image_id)[:2]
+            return np.concatenate([gt_boxes, gt_cls[:, None], np.ones((len(gt_cls), 1))], 1).astype(np.float32)
+        if self._h5 is None:
+            self._h5 = ProposalReader(self.opt.proposal_h5, self.b.dic["images"].ids.tolist(),
                                       self.b.classes.num_classes, warn=False)
-        dets = self._h5.rows(row, self.b.boxes.sizes.get(int(images[row]["id"])))
+        dets = self._h5.rows(row, self.b.boxes.sizes.get(image_id))
         return dets[box_area(dets) > 0] if len(dets) else dets
 
-    def _cached_feature(self, row: int) -> torch.Tensor:
+    def _cached(self, row: int):
         if self._feats is None:
             from misc.features import FeatureCache
-            self._feats = FeatureCache(self.opt.cached_features)
+            feats = FeatureCache(self.opt.cached_features)
+            feats.check(image_crop_size=self.opt.image_crop_size, backbone=self.opt.cnn_backend,
+                        rows=len(self.b.dic["images"]))
+            self._feats = feats
         return self._feats.get(row)
 
     # -- one image ---------------------------------------------------------------------------
     def __getitem__(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        row = self.rows[index]
-        info = self.b.dic["images"][row]
-        image_id = int(info["id"])
+        row = int(self.rows[index])
+        image_id = self.b.dic["images"].image_id(row)
         rng = np.random.default_rng([self.opt.seed, epoch, index])
         gt_boxes, gt_cls, gt_fine, gt_group = self.b.boxes.get(image_id)
-        dets = self._proposals(row) if not self.opt.det_oracle else \
-            np.concatenate([gt_boxes, gt_cls[:, None], np.ones((len(gt_cls), 1))], 1).astype(np.float32)
-        crop = self.opt.image_crop_size
+        dets = self.proposals(row, image_id)
+        crop, pooled = self.opt.image_crop_size, None
         if self.opt.cached_features:
-            feat = self._cached_feature(row)
-            w, h = self.b.boxes.sizes.get(image_id) or self._cached_size(row)
-            sx, sy = crop / w, crop / h
-            gt = gt_boxes * np.array([sx, sy, sx, sy], np.float32)
-            props = dets.copy()
-            props[:, :4] *= np.array([sx, sy, sx, sy], np.float32)
-            image = feat
+            image, pooled, props, gt = self._from_cache(row, dets, gt_boxes)
+            if self.train and self.opt.image_size >= crop:   # the image path's crop draw: same captions
+                rng.integers(0, self.opt.image_size - crop + 1, size=2)
         else:
-            path = Path(self.opt.image_path) / info["file_path"]
+            path = Path(self.opt.image_path) / self.b.dic["images"].file_path(row)
             img = load_image(path)
             if img is None:
                 return {"skipped": str(path)}
@@ -147,22 +159,39 @@ class CaptionDataset(Dataset):
         keep_p = box_area(props) > 0
         props = props[keep_p][: self.opt.max_proposal]
         targets = self.encode_captions(row, props, gt, gt_cls, rng, gt_fine, gt_group)
-        return {"image": image, "proposals": torch.from_numpy(props), "gt": torch.from_numpy(
+        item = {"image": image, "proposals": torch.from_numpy(props), "gt": torch.from_numpy(
             np.concatenate([gt, gt_cls[:, None], gt_fine[:, None], gt_group[:, None]], 1).astype(np.float32)),
                 "image_id": image_id, "row": row, **targets}
+        if pooled is not None:          # the cached proposals are filtered already: one row each
+            item["regions"] = pooled
+        return item
 
-    def _cached_size(self, row):
-        return self._feats.size(row)
+    def _from_cache(self, row: int, dets: np.ndarray, gt_boxes: np.ndarray):
+        """Cached grid (D, h, w) and pooled proposals (n, D), with the proposals and GT boxes at
+        the evaluation transform (the one the features were computed at)."""
+        cached = self._cached(row)
+        crop = self.opt.image_crop_size
+        w, h = cached.size
+        scale = np.array([crop / w, crop / h, crop / w, crop / h], np.float32)
+        props = dets.copy()
+        props[:, :4] *= scale
+        props = props[box_area(props) > 0][: self.opt.max_proposal]
+        if props.shape != cached.proposals.shape or not np.allclose(props, cached.proposals, atol=1e-3):
+            raise DataError(f"{self.opt.cached_features}: the features of image row {row} were pooled at other "
+                            f"proposals than {'the GT boxes' if self.opt.det_oracle else self.opt.proposal_h5} "
+                            f"gives; rebuild them with prepro/prepro_features.py")
+        return cached.grid, cached.pooled, props, gt_boxes * scale
 
     def encode_captions(self, row, props, gt, gt_cls, rng, gt_fine=None, gt_group=None) -> dict:
-        opt, vocab = self.opt, self.b.vocab
-        caps = [c for c in self.b.captions[row] if c] or [[]]
-        S, L, R = opt.seq_per_img, opt.seq_length, len(props)
-        if len(caps) >= S:
-            chosen = rng.choice(len(caps), S, replace=False) if self.train else np.arange(S)
-        else:      # fewer captions than seq_per_img: repeat (the original's randint was off by one)
-            chosen = np.concatenate([np.arange(len(caps)), rng.choice(len(caps), S - len(caps))])
+        opt = self.opt
         present = set(int(c) for c in gt_cls)
+        caps = self._caption_source(row)
+        S, L, R = opt.seq_per_img, opt.seq_length, len(props)
+        n_caps = max(len(caps), 1)                  # no caption at all: one empty caption
+        if n_caps >= S:
+            chosen = rng.choice(n_caps, S, replace=False) if self.train else np.arange(S)
+        else:      # fewer captions than seq_per_img: repeat (the original's randint was off by one)
+            chosen = np.concatenate([np.arange(n_caps), rng.choice(n_caps, S - n_caps)])
         iou = box_iou(props[:, :4], gt) if R else np.zeros((0, len(gt)), np.float32)
         det_cls = props[:, 4].astype(np.int64) if R else np.zeros(0, np.int64)
         score_ok = props[:, 5] >= opt.pos_score_thresh if R else np.zeros(0, bool)
@@ -192,32 +221,66 @@ class CaptionDataset(Dataset):
         pos = np.zeros((S, L, R), bool)
         n_visual = n_grounded = 0
         for s, k in enumerate(chosen):
-            tokens = caps[int(k)]
-            visual = {v.pos: v for v in self.b.matcher.match(tokens, present)} if self.visual_slots else {}
+            ids, tokens, visual = self._caption(caps, int(k), present, need_text=bool(attr_words))
             t = i = 0
-            while i < len(tokens) and t < L:
+            while i < len(ids) and t < L:
                 v = visual.get(i)
                 if v is not None:
+                    length, cls, is_plural, fine = v
                     n_visual += 1
                     adjectives, j = set(), i - 1
-                    while j >= 0 and tokens[j] in attr_words:               # "two red [rings]"
-                        adjectives.add(tokens[j])
+                    while attr_words and j >= 0 and tokens[j] in attr_words:   # "two red [rings]"
+                        adjectives.add(str(tokens[j]))
                         j -= 1
-                    mask = positives(v.cls, v.fg, adjectives)
+                    mask = positives(cls, fine, adjectives)
                     if mask.any():
                         n_grounded += 1
-                        words[s, t] = vocab.encode(tokens[i + v.length - 1])   # fallback / reference
-                        vis[s, t], plural[s, t], fg[s, t] = v.cls, v.plural, v.fg
+                        words[s, t] = ids[i + length - 1]                   # fallback / reference
+                        vis[s, t], plural[s, t], fg[s, t] = cls, is_plural, fine
                         pos[s, t] = mask
                         t += 1
-                        i += v.length
+                        i += length
                         continue
-                words[s, t] = vocab.encode(tokens[i])
+                words[s, t] = ids[i]
                 t += 1
                 i += 1
         return {"words": torch.from_numpy(words), "vis_cls": torch.from_numpy(vis),
                 "plural": torch.from_numpy(plural), "fg": torch.from_numpy(fg),
                 "pos": torch.from_numpy(pos), "n_visual": n_visual, "n_grounded": n_grounded}
+
+    # -- captions: arrays of the store, or token lists for rows replaced in memory -----------------
+    def _caption_source(self, row: int):
+        """The non-empty captions of a row: caption indices of the store (an array), or the
+        token lists of a row replaced in memory (`bundle.captions[row] = ...`)."""
+        store = self.b.captions
+        if row in store.replaced:
+            return [c for c in store.replaced[row] if c]
+        return store.captions_of(row)
+
+    def _caption(self, caps, k: int, present: set[int], need_text: bool):
+        """(word ids (n,), tokens (n,) or None, visual words {pos: (length, cls, plural, fg)})."""
+        if k >= len(caps):                                   # the row has no caption
+            return np.zeros(0, np.int64), [], {}
+        if isinstance(caps, list):                           # replaced in memory: encode and match live
+            tokens = caps[k]
+            return [self.b.vocab.encode(t) for t in tokens], tokens, self._match(tokens, present)
+        store = self.b.captions
+        c = int(caps[k])
+        index = store.token_index(c)
+        ids = store.word_ids[index]
+        if not self.visual_slots:
+            return ids, store.words[index] if need_text else None, {}
+        vw = store.visual_words(c)
+        if all(int(cls) in present for cls in vw[:, 2]):    # the cached match holds (see misc/captions.py)
+            visual = {int(p): (int(n), int(cls), int(pl), int(f)) for p, n, cls, pl, f in vw}
+            return ids, store.words[index] if need_text else None, visual
+        tokens = store.words[index].tolist()                 # a crop removed a class it mentions
+        return ids, tokens, self._match(tokens, present)
+
+    def _match(self, tokens: list[str], present: set[int]) -> dict:
+        if not self.visual_slots:
+            return {}
+        return {v.pos: (v.length, v.cls, v.plural, v.fg) for v in self.b.matcher.match(tokens, present)}
 
 
 def collate(items: list[dict]) -> dict:
@@ -235,12 +298,15 @@ def collate(items: list[dict]) -> dict:
     gt = torch.zeros(B, G, 7)
     gt_mask = torch.zeros(B, G, dtype=torch.bool)
     pos = torch.zeros(B, S, L, R, dtype=torch.bool)
+    regions = torch.zeros(B, R, items[0]["regions"].shape[1]) if "regions" in items[0] else None
     for b, it in enumerate(items):
         r, g = len(it["proposals"]), len(it["gt"])
         props[b, :r], prop_mask[b, :r] = it["proposals"], True
         gt[b, :g], gt_mask[b, :g] = it["gt"], True
         pos[b, :, :, :r] = it["pos"]
-    return {
+        if regions is not None:
+            regions[b, :r] = it["regions"]
+    out = {
         "images": torch.stack([it["image"] for it in items]),        # (B, 3, H, W) or (B, D, h, w)
         "proposals": props, "prop_mask": prop_mask,                   # (B, R, 6), (B, R)
         "gt": gt, "gt_mask": gt_mask,                                 # (B, G, 7) x1 y1 x2 y2 cls fine group
@@ -254,6 +320,9 @@ def collate(items: list[dict]) -> dict:
         "n_grounded": sum(it["n_grounded"] for it in items),
         "skipped": skipped,
     }
+    if regions is not None:
+        out["region_feats"] = regions                                 # (B, R, D) cached RoIAlign features
+    return out
 
 
 class EpochBatchSampler(Sampler):

@@ -1,11 +1,26 @@
 """Region vectors v_i = [RoIAlign feature ; location ; class embedding] -> rnn_size (reference §2.2),
-plus the grid (conv cells) and global (mean) features the decoder attends over."""
+plus the grid (conv cells) and global (mean) features the decoder attends over.
+
+The encoder reads a conv map (B, D, h, w) and pools the proposals itself, or `CachedRegions`:
+the conv map and the pooled proposals read from prepro/prepro_features.py's cache."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from pooling.roi_align import pool_regions
+
+
+class CachedRegions(NamedTuple):
+    """A batch of cached features: the grid and the proposals' RoIAlign features, pooled once."""
+    grid: torch.Tensor          # (B, D, h, w)
+    pooled: torch.Tensor        # (B, R, D)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.grid.shape
 
 
 class RegionEncoder(nn.Module):
@@ -25,10 +40,13 @@ class RegionEncoder(nn.Module):
         self.grid = nn.Sequential(nn.Linear(feat_dim, rnn_size), nn.ReLU(), nn.Dropout(drop_prob))
         self.fc = nn.Sequential(nn.Linear(feat_dim, rnn_size), nn.ReLU(), nn.Dropout(drop_prob))
 
-    def forward(self, conv: torch.Tensor, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
-        """conv (B, D, h, w); proposals (B, R, 6) x1 y1 x2 y2 class score; prop_mask (B, R)."""
+    def forward(self, conv: torch.Tensor | CachedRegions, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
+        """conv (B, D, h, w) or CachedRegions; proposals (B, R, 6) x1 y1 x2 y2 class score; prop_mask (B, R)."""
         B = conv.shape[0]
-        pooled = pool_regions(conv, proposals[..., :4], self.stride)       # (B, R, D) at full resolution
+        if isinstance(conv, CachedRegions):
+            pooled, conv = conv.pooled.to(conv.grid.dtype), conv.grid      # (B, R, D), (B, D, h, w)
+        else:
+            pooled = pool_regions(conv, proposals[..., :4], self.stride)   # (B, R, D) at full resolution
         if self.grid_size and conv.shape[-1] > self.grid_size:             # cheaper attention grid
             conv = torch.nn.functional.adaptive_avg_pool2d(conv, self.grid_size)
         grid = conv.flatten(2).transpose(1, 2)                             # (B, h*w, D)
