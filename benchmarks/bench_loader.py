@@ -21,7 +21,8 @@ import torch
 
 from common import world_options
 from misc.dataset import CaptionDataset, DataBundle
-from misc.trainer import build_model, build_optimizer, make_loader, seed_everything, train_one_epoch
+from misc.runtime import seed_everything  # noqa: E402
+from misc.trainer import TrainState, build_model, build_optimizer, make_loader, train_one_epoch  # noqa: E402
 from prepro.prepro_features import build_cache
 
 
@@ -45,7 +46,7 @@ def training_rate(opt, n) -> float:
     model = build_model(opt, bundle, torch.device("cpu"))
     optimizer = build_optimizer(opt, model)
     ds = CaptionDataset(bundle, "train", train=True, max_images=n)
-    state = {"iteration": 0, "batch_in_epoch": 0, "skipped": [], "progress": False}
+    state = TrainState()
     t = time.perf_counter()
     train_one_epoch(model, optimizer, torch.amp.GradScaler("cuda", enabled=False),
                             make_loader(ds, opt, shuffle=True), opt, torch.device("cpu"), epoch=0, state=state)

@@ -140,6 +140,7 @@ class CaptionDataset(Dataset):
         crop, pooled = self.opt.image_crop_size, None
         if self.opt.cached_features:
             image, pooled, props, gt = self._from_cache(row, dets, gt_boxes)
+            size = self._cached(row).size
             if self.train and self.opt.image_size >= crop:   # the image path's crop draw: same captions
                 rng.integers(0, self.opt.image_size - crop + 1, size=2)
         else:
@@ -147,6 +148,7 @@ class CaptionDataset(Dataset):
             img = load_image(path)
             if img is None:
                 return {"skipped": str(path)}
+            size = (img.width, img.height)
             if self.train:
                 img, gt, props = resize_with_boxes(img, self.opt.image_size, gt_boxes, dets)
                 x0, y0 = rng.integers(0, self.opt.image_size - crop + 1, size=2)
@@ -156,12 +158,14 @@ class CaptionDataset(Dataset):
             image = to_tensor(img)
         keep_gt = box_area(gt) > 0
         gt, gt_cls, gt_fine, gt_group = gt[keep_gt], gt_cls[keep_gt], gt_fine[keep_gt], gt_group[keep_gt]
+        if self.train and len(gt_group) and (gt_group < 0).all():   # no annotated groups (COCO): the captions'
+            gt_group = self.caption_groups(row, gt_cls)
         keep_p = box_area(props) > 0
         props = props[keep_p][: self.opt.max_proposal]
         targets = self.encode_captions(row, props, gt, gt_cls, rng, gt_fine, gt_group)
         item = {"image": image, "proposals": torch.from_numpy(props), "gt": torch.from_numpy(
             np.concatenate([gt, gt_cls[:, None], gt_fine[:, None], gt_group[:, None]], 1).astype(np.float32)),
-                "image_id": image_id, "row": row, **targets}
+                "image_id": image_id, "row": row, "size": size, **targets}
         if pooled is not None:          # the cached proposals are filtered already: one row each
             item["regions"] = pooled
         return item
@@ -248,6 +252,31 @@ class CaptionDataset(Dataset):
                 "plural": torch.from_numpy(plural), "fg": torch.from_numpy(fg),
                 "pos": torch.from_numpy(pos), "n_visual": n_visual, "n_grounded": n_grounded}
 
+    def caption_groups(self, row: int, gt_cls: np.ndarray) -> np.ndarray:
+        """Group ids of an image's GT objects as its captions tell them, for data without annotated
+        groups: the objects of a class that some caption names in the plural ("two dogs") form one
+        group; those of a class named only in the singular ("a dog") are a group each; a class no
+        caption names has no known group (-1). Region grouping learns from these pairs."""
+        named: dict[int, bool] = {}                          # class -> named in the plural somewhere
+        for cls, is_plural in self._named_classes(row):
+            named[cls] = named.get(cls, False) or bool(is_plural)
+        group = np.full(len(gt_cls), -1, np.int64)
+        next_id = 0
+        for cls, is_plural in sorted(named.items()):
+            members = np.flatnonzero(gt_cls == cls)
+            ids = np.full(len(members), next_id) if is_plural else next_id + np.arange(len(members))
+            group[members] = ids
+            next_id = int(ids.max(initial=next_id - 1)) + 1
+        return group
+
+    def _named_classes(self, row: int) -> list[tuple[int, int]]:
+        """(class, plural) of every visual word of the row's captions."""
+        caps = self._caption_source(row)
+        if isinstance(caps, list):
+            return [(v.cls, v.plural) for c in caps for v in self.b.matcher.match(c)]
+        vw = [self.b.captions.visual_words(int(c)) for c in caps]
+        return [(int(v[2]), int(v[3])) for block in vw for v in block]
+
     # -- captions: arrays of the store, or token lists for rows replaced in memory -----------------
     def _caption_source(self, row: int):
         """The non-empty captions of a row: caption indices of the store (an array), or the
@@ -316,6 +345,7 @@ def collate(items: list[dict]) -> dict:
         "fg": torch.stack([it["fg"] for it in items]),
         "pos": pos,                                                   # (B, S, L, R)
         "image_ids": [it["image_id"] for it in items], "rows": [it["row"] for it in items],
+        "sizes": [it["size"] for it in items],                        # original (width, height)
         "n_visual": sum(it["n_visual"] for it in items),
         "n_grounded": sum(it["n_grounded"] for it in items),
         "skipped": skipped,

@@ -30,7 +30,11 @@ class CaptionEvaluator:
             row = batch["rows"][i]
             self.preds[image_id] = {"image_id": image_id, **cap.to_dict()}
             self.refs[image_id] = [" ".join(c) for c in self.b.captions[row]]
-            gt = batch["gt"][i][batch["gt_mask"][i]].numpy()
+            gt = batch["gt"][i][batch["gt_mask"][i]].numpy().copy()       # (G, 7) in model pixels
+            if "sizes" in batch:            # captions carry boxes in the image's pixels: so must the GT
+                w, h = batch["sizes"][i]
+                crop = self.b.opt.image_crop_size
+                gt[:, :4] *= np.array([w / crop, h / crop, w / crop, h / crop], np.float32)
             if len(gt):
                 self._ground(cap, gt)
 

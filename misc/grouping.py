@@ -77,13 +77,14 @@ def pair_geometry(boxes: torch.Tensor) -> torch.Tensor:
 def group_targets(proposals: torch.Tensor, prop_mask: torch.Tensor, gt: torch.Tensor,
                   gt_mask: torch.Tensor, *, iou_thresh: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """proposals (B, R, 6), gt (B, G, 7) [x1 y1 x2 y2 class fine group] -> pair targets (B, R, R)
-    and which images know their groups (B,). A proposal covers the GT object of its class with the
-    highest IoU (>= iou_thresh); two proposals are a pair of the same group when they cover two
-    different objects with the same group id."""
+    and which pairs they are known for (B, R, R). A proposal covers the GT object of its class with
+    the highest IoU (>= iou_thresh); two proposals are a pair of the same group when they cover two
+    different objects with the same group id. A pair is unknown when either proposal covers an
+    object whose group is not known (-1), or when no object of its image has a known group."""
     B, R = prop_mask.shape
     if gt.shape[1] == 0:
         z = torch.zeros(B, R, R, device=proposals.device)
-        return z, torch.zeros(B, dtype=torch.bool, device=proposals.device)
+        return z, z.bool()
     iou = batched_iou(proposals[..., :4].float(), gt[..., :4].float())  # (B, R, G)
     same_cls = proposals[..., 4, None].long() == gt[:, None, :, 4].long()
     iou = iou.masked_fill(~(same_cls & gt_mask[:, None]), 0.0)
@@ -92,14 +93,16 @@ def group_targets(proposals: torch.Tensor, prop_mask: torch.Tensor, gt: torch.Te
     group = gt[..., 6].long().gather(1, obj)                               # (B, R)
     pair = covered[:, :, None] & covered[:, None] & (obj[:, :, None] != obj[:, None]) \
         & (group[:, :, None] == group[:, None]) & (group[:, :, None] >= 0)
-    known = ((gt[..., 6] >= 0) & gt_mask).any(1)                           # (B,)
+    unknown = covered & (group < 0)                                        # (B, R)
+    image_known = ((gt[..., 6] >= 0) & gt_mask).any(1)                     # (B,)
+    known = image_known[:, None, None] & ~unknown[:, :, None] & ~unknown[:, None]
     return pair.float(), known
 
 
 def grouping_loss_sum(out: dict, batch: dict) -> torch.Tensor:
-    """Binary cross-entropy summed over the valid pairs of images whose groups are known."""
+    """Binary cross-entropy summed over the valid pairs whose targets are known."""
     target, known = group_targets(batch["proposals"], batch["prop_mask"], batch["gt"], batch["gt_mask"])
-    valid = out["group_valid"] & known[:, None, None]
+    valid = out["group_valid"] & known
     if not valid.any():
         return out["group_logits"].sum() * 0
     return F.binary_cross_entropy_with_logits(out["group_logits"][valid].float(), target[valid], reduction="sum")

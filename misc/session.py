@@ -14,6 +14,7 @@ import fcntl
 import os
 import signal
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -183,6 +184,9 @@ def train(opt: Options) -> dict:
 def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume: Path | None) -> Run:
     bundle = DataBundle.load(opt)
     opt = resolve_cbs_threshold(opt, bundle)          # saved with the run, for the API and the demo
+    if opt.region_grouping and opt.att_model == "topdown" and not len(bundle.boxes.image_ids):
+        warnings.warn("region_grouping: no GT boxes (instances_json), so no grouping supervision at all; "
+                      "the module learns from the caption losses only")
     ckpt = None
     if resume is not None:
         ckpt = load_checkpoint(resume)

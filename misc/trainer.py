@@ -320,7 +320,9 @@ def evaluate(model, bundle, opt, device, split: str, *, meteor: bool = True, max
             skipped += batch.get("skipped", [])
             if batch.get("empty"):
                 continue
-            evaluator.process(batch, decode_batch(raw, batch, decoding, bundle.vocab, device=device))
+            scales = [(w / opt.image_crop_size, h / opt.image_crop_size) for w, h in batch["sizes"]]
+            evaluator.process(batch, decode_batch(raw, batch, decoding, bundle.vocab, device=device,
+                                                  box_scales=scales))
     result = evaluator.evaluate()
     result["predictions"] = list(evaluator.preds.values())
     result["skipped_images"] = skipped

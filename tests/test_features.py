@@ -74,13 +74,14 @@ def test_cache_refuses_other_proposals_crop_sizes_and_old_layouts(world_dir, tmp
 
 
 def _train_and_evaluate(opt, epochs: int):
-    from misc.trainer import build_model, build_optimizer, evaluate, make_loader, seed_everything, train_one_epoch
+    from misc.runtime import seed_everything
+    from misc.trainer import TrainState, build_model, build_optimizer, evaluate, make_loader, train_one_epoch
     bundle, cpu = DataBundle.load(opt), torch.device("cpu")
     seed_everything(opt.seed)
     model = build_model(opt, bundle, cpu)
     optimizer = build_optimizer(opt, model)
     ds = CaptionDataset(bundle, "train", train=True, max_images=opt.train_max_images)
-    state = {"iteration": 0, "batch_in_epoch": 0, "skipped": [], "progress": False}
+    state = TrainState()
     losses = [train_one_epoch(model, optimizer, torch.amp.GradScaler("cuda", enabled=False),
                               make_loader(ds, opt, shuffle=True, epoch=e), opt, cpu, epoch=e, state=state)["loss"]
               for e in range(epochs)]

@@ -31,7 +31,7 @@ def test_pair_targets_count_members_not_duplicates():
                    [1, 1, 1, 1, 2, 1])
     mask = torch.ones(1, 6, dtype=torch.bool)
     target, known = group_targets(props, mask, GT, GT_MASK)
-    assert bool(known[0])
+    assert bool(known.all())
     t = target[0]
     assert t[0, 1] == 1 and t[1, 0] == 1 and t[2, 1] == 1                  # two red rings
     assert t[0, 2] == 0                                                    # same ring twice: no pair
@@ -44,7 +44,17 @@ def test_unknown_groups_give_no_supervision():
     gt[..., 6] = -1                                                        # COCO: no group ids
     props = _props([[0, 0, 10, 10], [30, 0, 40, 10]], [1, 1])
     target, known = group_targets(props, torch.ones(1, 2, dtype=torch.bool), gt, GT_MASK)
-    assert not bool(known[0]) and target.sum() == 0
+    assert not bool(known.any()) and target.sum() == 0
+
+
+def test_pairs_on_an_object_of_unknown_group_are_left_out():
+    """Groups read from captions name some classes only: a square no caption names has group -1."""
+    gt = GT.clone()
+    gt[0, 3, 6] = -1
+    props = _props([[0, 0, 10, 10], [30, 0, 40, 10], [30, 30, 40, 40], [31, 30, 41, 40]], [1, 1, 2, 2])
+    target, known = group_targets(props, torch.ones(1, 4, dtype=torch.bool), gt, GT_MASK)
+    assert known[0, 0, 1] and target[0, 0, 1] == 1                        # the two red rings: known
+    assert not known[0, 2, 3] and not known[0, 0, 2]                       # anything on the square: not
 
 
 def test_module_shapes_masks_and_padding():
@@ -95,3 +105,23 @@ def test_loss_sum_is_zero_without_ground_truth():
     assert float(grouping_loss_sum(out, batch).detach()) == 0.0
     batch.update(gt=GT, gt_mask=GT_MASK)
     assert float(grouping_loss_sum(out, batch).detach()) > 0.0
+
+
+def test_groups_are_read_from_the_captions_without_annotated_groups(world_dir):
+    """COCO has no group annotations: "two rings" makes the rings one group, "a square" a group of
+    its own, and a class no caption names stays unknown."""
+    import numpy as np
+
+    from conftest import world_options
+    from misc.dataset import CaptionDataset, DataBundle
+    bundle = DataBundle.load(world_options(world_dir))
+    names = list(bundle.classes.names)
+    circle, square, star = (names.index(n) + 1 for n in ("circle", "square", "star"))
+    ds = CaptionDataset(bundle, "train", train=False)
+    row = ds.rows[0]
+    bundle.captions[row] = [["two", "rings", "and", "a", "square"], ["a", "ring", "and", "a", "frame"]]
+    gt_cls = np.array([circle, circle, square, square, star])
+    group = ds.caption_groups(row, gt_cls)
+    assert group[0] == group[1] >= 0                                        # named in the plural once
+    assert group[2] >= 0 and group[3] >= 0 and len({group[0], group[2], group[3]}) == 3
+    assert group[4] == -1
