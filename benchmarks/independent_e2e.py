@@ -106,10 +106,11 @@ def report(data: Path) -> dict:
     cfg = yaml.safe_load((data / "save" / RUN / "config.yml").read_text())     # as resolved by the run
     out = {"groundable_objects": {t: groundable(truth_json, json.loads((data / "detections_indep.json").read_text()), t)
                                   for t in (0.5, 0.25)}}
-    for name, file in (("greedy", f"{RUN}_test.json"), ("cbs", f"{RUN}_cbs_test.json")):
-        path = data / "eval_results" / file
-        if not path.is_file():
+    for name, run_id in (("greedy", RUN), ("cbs", f"{RUN}_cbs")):
+        found = sorted((data / "eval_results").glob(f"{run_id}_test_*.json"))     # <id>_test_<decoding>.json
+        if not found:
             continue
+        path = found[0]
         res = json.loads(path.read_text())
         named, total = top_held_out_pointed(data, res, truth)
         out[name] = {"project": {"overall": res["overall"], "grounding": res.get("grounding"), "noc": res.get("noc")},
