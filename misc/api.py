@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from misc.calibration import resolve_cbs_threshold
+from misc.calibration import resolve_score_thresholds
 from misc.captioner import build_captioner
 from misc.checkpoint import check_compatible, load_checkpoint
 from misc.config import Options, options_from_dict
@@ -346,7 +346,7 @@ class NBTCaptioner:
             prop[i, :len(p)], mask[i, :len(p)] = p, True
         batch = {"images": torch.stack(tensors), "proposals": prop, "prop_mask": mask}
         if cbs and self.opt.cbs_score_thresh < 0:                # a run that could not calibrate it
-            self.opt = resolve_cbs_threshold(self.opt)
+            self.opt = resolve_score_thresholds(self.opt, keys=("cbs_score_thresh",))
         decoding = Decoding.from_options(self.opt, self.held_out, beam_size=beam_size, max_len=max_len, cbs=cbs,
                                          cbs_mode=cbs_mode, cbs_tag_size=cbs_tag_size)
         with inference_mode(self.model):

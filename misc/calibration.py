@@ -1,9 +1,10 @@
-"""Detector score calibration: which detection scores are trustworthy enough to force a mention.
+"""Detector score calibration: which detection scores are trustworthy enough to act on.
 
-Constrained beam search (unique / novel modes) turns confident detections into words the caption
-must contain. The original used an absolute score threshold (0.8), which only means something for
-the detector it was tuned on: a smaller or differently calibrated detector with lower scores loses
-most of its constraints. Here the threshold is derived from the data instead. On the training
+Two decisions of the original used absolute score thresholds that only mean something for the
+detector they were tuned on: constrained beam search forces a mention of detections scoring above
+0.8, and a proposal is a pointer target only when it scores at least 0.5. A smaller or differently
+calibrated detector with lower scores loses most of its constraints and most of its pointer
+targets (visual words then train as plain text). Here each threshold is derived from the data. On the training
 images, a detection is *correct* when it overlaps a GT box of its class (IoU > 0.5); with the
 detections sorted by score s_1 >= s_2 >= ...,
 
@@ -15,6 +16,10 @@ i.e. the lowest score at which the detections at least as confident are still ri
 and leaves the chosen constraints unchanged.
 """
 from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -46,15 +51,15 @@ def precision_threshold(scores: np.ndarray, correct: np.ndarray, min_precision: 
     return float(s[ok[-1]])
 
 
-def calibrate_cbs_threshold(bundle, min_precision: float, max_images: int = 5000) -> tuple[float, int]:
-    """The CBS score threshold of a data set's detector, measured on (up to `max_images` of) its
-    training images -> (threshold, images used). Needs the proposal h5 and GT instances."""
+def detection_scores(bundle, max_images: int = 5000) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores and correctness of the detections on (up to `max_images` of) a data set's training
+    images -> (scores (K,), correct (K,), images used). Needs the proposal h5 and GT instances."""
     from misc.detector import ProposalReader
     images = bundle.dic["images"]
     rows = bundle.rows("train")[:max_images]
     reader = ProposalReader(bundle.opt.proposal_h5, [int(im["id"]) for im in images],
                             bundle.classes.num_classes, warn=False)
-    scores, correct = [], []
+    scores, correct = [np.zeros(0, np.float32)], [np.zeros(0, bool)]
     try:
         for r in rows:
             dets = reader.rows(r)
@@ -63,29 +68,40 @@ def calibrate_cbs_threshold(bundle, min_precision: float, max_images: int = 5000
             correct.append(correct_detections(dets, gt_boxes, gt_cls))
     finally:
         reader.close()
-    if not scores:
-        return 1.0, 0
-    return precision_threshold(np.concatenate(scores), np.concatenate(correct), min_precision), len(rows)
+    return np.concatenate(scores), np.concatenate(correct), len(rows)
 
 
-ORIGINAL_THRESHOLD = 0.8      # the original's fixed CBS score threshold (its own detector's scale)
+ORIGINAL_THRESHOLDS = {"cbs_score_thresh": 0.8, "pos_score_thresh": 0.5}   # the original's, for its detector
+PRECISION_OF = {"cbs_score_thresh": "cbs_min_precision", "pos_score_thresh": "pos_min_precision"}
 
 
-def resolve_cbs_threshold(opt, bundle=None):
-    """Options with `cbs_score_thresh` measured (when it is -1, "calibrate") on `bundle`'s training
-    images; without the data to measure on, the original's 0.8 with a warning."""
-    import dataclasses
-    import sys
-    from pathlib import Path
-    if opt.cbs_score_thresh >= 0:
+def resolve_score_thresholds(opt, bundle=None, keys=("pos_score_thresh", "cbs_score_thresh")):
+    """Options with each score threshold in `keys` that is -1 ("calibrate") measured on `bundle`'s
+    training detections; without data to measure on, the original's value with a warning."""
+    todo = [k for k in keys if getattr(opt, k) < 0]
+    if not todo:
         return opt
     usable = bundle is not None and not opt.det_oracle and Path(opt.proposal_h5).is_file() \
-        and len(bundle.boxes.image_ids) and bundle.rows("train")
+        and len(bundle.boxes.image_ids) and len(bundle.rows("train"))
     if not usable:
-        print(f"warning: no training detections and GT boxes to calibrate the CBS score threshold on; "
-              f"using the original's {ORIGINAL_THRESHOLD}", file=sys.stderr)
-        return dataclasses.replace(opt, cbs_score_thresh=ORIGINAL_THRESHOLD)
-    thresh, n = calibrate_cbs_threshold(bundle, opt.cbs_min_precision)
-    print(f"CBS score threshold {thresh:.3f}: detections scoring at least this are right "
-          f"{100 * opt.cbs_min_precision:.0f} % of the time on {n} training images")
-    return dataclasses.replace(opt, cbs_score_thresh=thresh)
+        values = {k: ORIGINAL_THRESHOLDS[k] for k in todo}
+        print(f"warning: no training detections and GT boxes to calibrate {', '.join(todo)} on; using the "
+              f"original's {', '.join(f'{k} {v}' for k, v in values.items())}", file=sys.stderr)
+        return dataclasses.replace(opt, **values)
+    key = (str(Path(opt.proposal_h5).resolve()), Path(opt.proposal_h5).stat().st_mtime_ns, opt.input_dic,
+           tuple(opt.instances_json))
+    if key not in _MEASURED:                        # one measurement per process and data set
+        _MEASURED[key] = detection_scores(bundle)
+    scores, correct, n = _MEASURED[key]
+    quiet = all((key, k, getattr(opt, PRECISION_OF[k])) in _REPORTED for k in todo)
+    values = {k: precision_threshold(scores, correct, getattr(opt, PRECISION_OF[k])) for k in todo}
+    for k, v in values.items():
+        if not quiet:
+            print(f"{k} {v:.3f}: detections scoring at least this are right "
+                  f"{100 * getattr(opt, PRECISION_OF[k]):.0f} % of the time on {n} training images")
+        _REPORTED.add((key, k, getattr(opt, PRECISION_OF[k])))
+    return dataclasses.replace(opt, **values)
+
+
+_MEASURED: dict = {}
+_REPORTED: set = set()

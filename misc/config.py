@@ -173,7 +173,12 @@ class Options:
     # --- grounding targets ---------------------------------------------------------------
     pos_iou_thresh: float = _o(0.5, "a proposal is a pointer positive above this IoU with a GT box of the "
                                "word's class", lo=0, hi=1)
-    pos_score_thresh: float = _o(0.5, "... and at least this detection score", lo=0, hi=1)
+    pos_score_thresh: float = _o(-1.0, "... and at least this detection score; -1 = calibrated on the "
+                                 "training images like cbs_score_thresh, with pos_min_precision (changed: the "
+                                 "original's fixed 0.5 suits only its own detector)", lo=-1, hi=1)
+    pos_min_precision: float = _o(0.95, "pointer-target calibration: how often detections at the threshold and "
+                                  "above must overlap a GT box of their class on the training images", lo=0, hi=1,
+                                  lo_open=True)
     # --- demo ------------------------------------------------------------------------------
     demo_path: str = _o("", "demo: an image or a folder of images ('' = test images of the run's data)")
     demo_out: str = _o("visu", "demo: output folder for pictures and JSON (never the input folder)")

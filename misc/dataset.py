@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from misc.annotations import BoxIndex
+from misc.calibration import resolve_score_thresholds
 from misc.captions import CaptionStore, ImageTable, load_captions
 from misc.config import Options
 from misc.detector import ProposalReader, check_proposal_h5
@@ -57,7 +58,9 @@ class DataBundle:
         captions = load_captions(opt.input_json, images, boxes.present_classes, matcher,
                                  cache=cache_path(opt.input_dic, "captions"), key_parts=key)
         captions.bind_vocab(vocab.encode)
-        return DataBundle(opt, dic, captions, classes, vocab, boxes, matcher)
+        bundle = DataBundle(opt, dic, captions, classes, vocab, boxes, matcher)
+        bundle.opt = resolve_score_thresholds(opt, bundle)     # the detector's own thresholds
+        return bundle
 
     def rows(self, split: str) -> list[int]:
         return self.dic["images"].rows(split).tolist()

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from misc.calibration import resolve_cbs_threshold
 from misc.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from misc.config import Options
 from misc.dataset import CaptionDataset, DataBundle
@@ -119,6 +118,12 @@ class RunLock:
         os.close(self.fd)
 
 
+def with_data_thresholds(opt: Options, bundle: DataBundle) -> Options:
+    """The score thresholds the data set calibrated for its detector (DataBundle.load)."""
+    return dataclasses.replace(opt, pos_score_thresh=bundle.opt.pos_score_thresh,
+                               cbs_score_thresh=bundle.opt.cbs_score_thresh)
+
+
 def with_checkpoint_model_options(opt: Options, ckpt: dict) -> Options:
     """The network's shape comes from the checkpoint; a differing command-line value is noted."""
     saved = ckpt.get("config", {})
@@ -183,7 +188,7 @@ def train(opt: Options) -> dict:
 
 def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume: Path | None) -> Run:
     bundle = DataBundle.load(opt)
-    opt = resolve_cbs_threshold(opt, bundle)          # saved with the run, for the API and the demo
+    opt = with_data_thresholds(opt, bundle)           # saved with the run, for the API and the demo
     if opt.region_grouping and opt.att_model == "topdown" and not len(bundle.boxes.image_ids):
         warnings.warn("region_grouping: no GT boxes (instances_json), so no grouping supervision at all; "
                       "the module learns from the caption losses only")
@@ -349,8 +354,7 @@ def inference(opt: Options, split: str | None = None) -> dict:
     check_results_free(out, source, opt.overwrite)
     device, _, _ = setup_runtime(opt)
     bundle = DataBundle.load(opt)
-    if opt.cbs:
-        opt = resolve_cbs_threshold(opt, bundle)
+    opt = with_data_thresholds(opt, bundle)
     check_compatible(ckpt, bundle.vocab.fingerprint(), list(bundle.classes.names), opt.start_from)
     opt = with_checkpoint_model_options(opt, ckpt)
     model = build_model(opt, bundle, device)
