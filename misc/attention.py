@@ -23,7 +23,7 @@ class AdditiveAttention(nn.Module):
         if img is not None and not torch.is_grad_enabled():          # decoding: the gathered copy is
             hidden = keys_proj[img].add_(q).tanh_()                  # the only (n, N, A) buffer
         else:
-            hidden = torch.tanh((keys_proj if img is None else keys_proj[img]) + q)   # (B, N, A)
+            hidden = ((keys_proj if img is None else keys_proj[img]) + q).tanh_()   # (B, N, A)
         return self.score(hidden).squeeze(-1)                          # (B, N)
 
     def forward(self, query: torch.Tensor, values: torch.Tensor, keys_proj: torch.Tensor,

@@ -144,6 +144,54 @@ def test_teacher_forcing_loss_and_targets():
     assert target.tolist() == [[3, 0, 0, 0]] and m.tolist() == [[True, True, False, False]]
 
 
+def _teacher_batch(props):
+    words = torch.tensor([[[5, 6, 7, 0], [8, 0, 0, 0]], [[9, 9, 0, 0], [4, 5, 6, 7]]])
+    vis = torch.zeros_like(words)
+    vis[0, 0, 1], vis[1, 1, 2] = int(props[0, 2, 4]), int(props[1, 0, 4])
+    pos = torch.zeros(2, 2, 4, 5, dtype=torch.bool)
+    pos[0, 0, 1, 2] = pos[1, 1, 2, 0] = pos[1, 1, 2, 3] = True
+    fine = [FG_CLASS.index(int(c)) if c > 0 else -1 for c in vis.flatten().tolist()]
+    return {"words": words, "vis_cls": vis, "pos": pos, "plural": (pos.sum(-1) > 1).long(),
+            "fg": torch.tensor(fine).view_as(words)}
+
+
+@pytest.mark.parametrize("pointer,grouping,train", [(True, True, True), (True, False, False), (False, False, True)])
+def test_all_steps_at_once_equals_the_per_step_reference(pointer, grouping, train):
+    """NBTDecoder.forward computes the vocabulary softmax, sentinel and pointer once over all
+    steps; CaptionDecoder.forward (the straightforward loop over step()) is the reference. Same
+    log-probs, losses and gradients - in training with dropout too (the same masks are drawn)."""
+    from misc.decoder_base import CaptionDecoder
+    torch.manual_seed(0)
+    dec = NBTDecoder(vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+                     input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
+                     drop_prob=0.3, stride=8, image_size=64, pointer=pointer, region_grouping=grouping).train(train)
+    conv = torch.randn(2, 8, 8, 8)
+    _, props, mask = features(dec, B=2)
+    batch = _teacher_batch(props)
+    if not pointer:
+        batch["vis_cls"] = torch.zeros_like(batch["vis_cls"])
+    results = []
+    for forward in (NBTDecoder.forward, CaptionDecoder.forward):
+        dec.zero_grad()
+        torch.manual_seed(5)
+        f = dec.encode(conv, props, mask)
+        out = forward(dec, f, batch)
+        sums = xe_loss_sums(dec, out, batch)
+        combine(sums, (1, 1, 1), float(sums["n_tokens"]), max(float(sums["n_visual"]), 1.0))["loss"].backward()
+        grads = {n: p.grad.clone() for n, p in dec.named_parameters() if p.grad is not None}
+        results.append((out, sums, grads))
+    (fast, fast_sums, fast_grads), (ref, ref_sums, ref_grads) = results
+    assert fast["word_logp"].shape == ref["word_logp"].shape == (4, 5, V)
+    assert fast["region_logp"].shape == ref["region_logp"].shape == (4, 5, 5 if pointer else 0)
+    for k in ("word_logp", "region_logp", "h_lang"):
+        assert torch.allclose(fast[k], ref[k], atol=1e-5), k
+    for k in ("lm", "bn", "fg"):
+        assert torch.allclose(fast_sums[k], ref_sums[k], atol=1e-5), k
+    assert fast_grads.keys() == ref_grads.keys() and ("pointer.score.weight" in ref_grads) == pointer
+    for n, g in ref_grads.items():
+        assert torch.allclose(fast_grads[n], g, atol=1e-5), n
+
+
 @pytest.mark.parametrize("grouping", [False, True])
 def test_beam_one_equals_greedy(grouping):
     dec = tiny_decoder(region_grouping=grouping)
