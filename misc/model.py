@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from misc.attention import AdditiveAttention
+from misc.attention import AdditiveAttention, additive_scores
 from misc.decoder_base import CaptionDecoder
 from misc.grouping import RegionGrouping
 from misc.regions import RegionEncoder, expand_features
@@ -109,7 +109,7 @@ class NBTDecoder(CaptionDecoder):
         """Word and region log-probs from the recurrence's values at one step, leading dims (N,),
         or at every step at once, leading dims (N, T) (teacher forcing). out = dropout(h_lang)
         (..., H), x_lang (..., 2H + 1), h_prev = h_lang of the step before, c_lang (..., H);
-        pointer_keys (N, R, A) and valid (N, R) regions, given (N, 1, R, A) / (N, 1, R) with T.
+        pointer_keys (N, R, A) and valid (N, R) regions of each row.
         drop_masks: the sentinel's two dropout masks drawn beforehand (None: draw them here)."""
         word_logp = torch.log_softmax(self.logit(out).float(), -1)         # (..., V)
         if not self.has_pointer:
@@ -122,7 +122,11 @@ class NBTDecoder(CaptionDecoder):
         sentinel = drop(sentinel) if drop_masks is None else sentinel * drop_masks[1]   # (..., H)
         q = self.pointer.query_proj(out)                                   # (..., A)
         s_score = self.pointer.score((self.pointer.key_proj(sentinel) + q).tanh_())      # (..., 1)
-        r_score = self.pointer.score((pointer_keys + q.unsqueeze(-2)).tanh_()).squeeze(-1)   # (..., R)
+        if out.dim() == 3:                                                 # all steps: (N, T, R)
+            w = self.pointer.score
+            r_score, valid = additive_scores(pointer_keys, q, w.weight[0], w.bias), valid[:, None]
+        else:                                                              # one step: (N, R)
+            r_score = self.pointer.score((pointer_keys + q[:, None]).tanh_()).squeeze(-1)
         r_score = r_score.float().masked_fill(~valid, float("-inf"))
         ptr = torch.log_softmax(torch.cat([s_score.float(), r_score], -1), -1)   # (..., 1 + R)
         return word_logp + ptr[..., :1], ptr[..., 1:].clamp(min=NEG)
@@ -154,10 +158,8 @@ class NBTDecoder(CaptionDecoder):
             h_prev = state[2]
         out, x_lang, h_prev, c_lang, h_lang, *masks = [torch.stack(x, 1) if x[0] is not None else None
                                                        for x in zip(*rows)]    # (N, T, ...)
-        keys = f.get("pointer_keys")
-        word_logp, region_logp = self.outputs(
-            out, x_lang, h_prev, c_lang, None if keys is None else keys[:, None], f["region_mask"][:, None],
-            drop_masks=tuple(masks) if masks and masks[0] is not None else None)
+        word_logp, region_logp = self.outputs(out, x_lang, h_prev, c_lang, f.get("pointer_keys"), f["region_mask"],
+                                              drop_masks=tuple(masks) if masks and masks[0] is not None else None)
         return {"word_logp": word_logp, "region_logp": region_logp, "h_lang": h_lang, "features": f}
 
     def slot_logp(self, f: dict, h_lang: torch.Tensor, region_feat: torch.Tensor, cls: torch.Tensor):

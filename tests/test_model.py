@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from misc.attention import AdditiveAttention
+from misc.attention import AdditiveAttention, additive_scores
 from misc.backbone import Backbone
 from misc.decoding import beam_search, greedy, select_constraints
 from misc.losses import caption_targets, combine, xe_loss_sums
@@ -77,6 +77,23 @@ def test_attention_count_grows_with_matching_items():
         out, n = att(torch.zeros(2, 2), values, att.project(values), mask, count=True)
     assert out.shape == (2, 2) and n.shape == (2, 1)
     assert abs(float(n[0]) - 1.0) < 0.01 and abs(float(n[1]) - 2.0) < 0.01
+
+
+@pytest.mark.parametrize("rows_per_chunk", [2, 0])
+def test_chunked_additive_scores_equal_autograd_of_the_plain_formula(rows_per_chunk):
+    """additive_scores (T queries per row, hand-written backward, rows in chunks: 2 of 5 rows
+    leaves a short last chunk) = w^T tanh(keys + q) + b, values and gradients (float64)."""
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+            for shape in ((5, 4, 6), (5, 3, 6), (6,), (1,))]                # keys, q, w, b
+    keys, q, w, b = args
+    ref = torch.tanh(keys[:, None] + q[:, :, None]) @ w + b                 # (5, 3, 4)
+    out = additive_scores(keys, q, w, b, rows_per_chunk)
+    assert out.shape == (5, 3, 4) and torch.allclose(out, ref)
+    up = torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
+    for a, r in zip(torch.autograd.grad((out * up).sum(), args), torch.autograd.grad((ref * up).sum(), args)):
+        assert torch.allclose(a, r)
+    assert torch.autograd.gradcheck(lambda *a: additive_scores(*a, rows_per_chunk), args)
 
 
 def test_region_encoder_and_heads_shapes():
