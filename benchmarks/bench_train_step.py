@@ -10,9 +10,12 @@ time, so a busy machine slows both alike.
 
     python benchmarks/bench_train_step.py [--dims world coco] [--steps 5] [--threads 2] [--device cpu]
     python benchmarks/bench_train_step.py --before /path/to/older/checkout   # before / after ratios
+    python benchmarks/bench_train_step.py --threads 1 --clock cpu              # on a busy machine
 
 --before DIR runs the same measurement on the model code (misc/) of DIR and of this checkout in
-alternating subprocesses, --rounds times each, and reports both ratios.
+alternating subprocesses, --rounds times each, and reports both ratios. On a machine shared with
+other jobs, wall times with 2 threads swing by tens of percent (a parallel region waits for its
+slowest thread); `--threads 1 --clock cpu` counts this process's CPU time instead.
 """
 from __future__ import annotations
 
@@ -67,8 +70,8 @@ def step_fn(opt, model, batch, device):
     return step
 
 
-def measure(dims: str, steps: int, device) -> dict:
-    """Best wall time (ms) of each model over `steps` interleaved steps, after one warm-up each."""
+def measure(dims: str, steps: int, device, clock=time.perf_counter) -> dict:
+    """Best time (ms) of each model over `steps` interleaved steps, after one warm-up each."""
     setup = world_setup if dims == "world" else coco_setup
     fns, info = {}, {}
     for name in MODELS:
@@ -79,9 +82,9 @@ def measure(dims: str, steps: int, device) -> dict:
     times = {name: [] for name in MODELS}
     for _ in range(steps):
         for name in MODELS:
-            t = time.perf_counter()
+            t = clock()
             fns[name]()
-            times[name].append(time.perf_counter() - t)
+            times[name].append(clock() - t)
     ms = {name: min(times[name]) * 1000 for name in MODELS}
     paired = sorted(b / a for a, b in zip(*times.values()))               # NBT / plain, step by step
     return {"dims": dims, "batch": what, "ms": ms, "trainable": info, "ratio": ms["topdown"] / ms["updown_plain"],
@@ -105,7 +108,8 @@ def before_after(args) -> None:
     for _ in range(args.rounds):
         for side, src in sides.items():
             cmd = [sys.executable, "-c", runner, src, __file__, "--json", "--steps", str(args.steps),
-                   "--threads", str(args.threads), "--device", args.device, "--dims", *args.dims]
+                   "--threads", str(args.threads), "--device", args.device, "--clock", args.clock,
+                   "--dims", *args.dims]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             for r in json.loads(out.strip().splitlines()[-1]):
                 results[side].setdefault(r["dims"], []).append(r)
@@ -123,6 +127,8 @@ def main():
     p.add_argument("--steps", type=int, default=5, help="timed steps of each model (interleaved)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="cpu: this process's CPU time (with --threads 1, insensitive to other processes on the machine)")
     p.add_argument("--before", default="", help="an older checkout: before / after ratios in one run")
     p.add_argument("--rounds", type=int, default=3, help="with --before: subprocess runs of each side")
     p.add_argument("--json", action="store_true", help="print the results as one JSON line")
@@ -131,11 +137,14 @@ def main():
         return before_after(args)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    results = [measure(d, args.steps, device) for d in args.dims]
+    if args.clock == "cpu" and device.type != "cpu":
+        p.error("--clock cpu measures CPU work: use it with --device cpu")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    results = [measure(d, args.steps, device, clock) for d in args.dims]
     if args.json:
         print(json.dumps(results))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {args.clock} clock")
     for r in results:
         print_result(r)
 
