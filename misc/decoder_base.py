@@ -31,7 +31,9 @@ class CaptionDecoder(nn.Module):
 
     # -- teacher forcing ------------------------------------------------------------------
     def forward(self, f: dict, batch: dict, ss_prob: float = 0.0) -> dict:
-        """Per-step outputs for the targets of `batch` (B, S, L); returns log-probs."""
+        """Per-step outputs for the targets of `batch` (B, S, L); returns log-probs. NBTDecoder
+        computes its outputs over all steps at once instead; this loop is its reference (tested
+        equal) and its scheduled-sampling path."""
         words, vis = batch["words"], batch["vis_cls"]
         B, S, L = words.shape
         f = expand_features(f, S)

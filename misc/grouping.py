@@ -35,15 +35,18 @@ class RegionGrouping(nn.Module):
     def forward(self, regions: torch.Tensor, boxes: torch.Tensor, cls: torch.Tensor,
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """regions (B, R, H), boxes (B, R, 4) x1 y1 x2 y2, cls (B, R), mask (B, R) ->
-        regions with their group-size embedding (B, R, H), pair logits (B, R, R), valid pairs (B, R, R)."""
+        regions with their group-size embedding (B, R, H), pair logits (B, R, R), valid pairs (B, R, R).
+        The MLP runs on the valid pairs only (two proposals of one class; 14 % of the pairs of a
+        COCO image's 100 detections); the logits of the other pairs are 0 and never read."""
         R = regions.shape[1]
-        q = self.query(regions)                                            # (B, R, d)
-        qi, qj = q[:, :, None], q[:, None]                                 # (B, R, 1, d), (B, 1, R, d)
-        geo = pair_geometry(boxes.float()).to(q.dtype)                     # (B, R, R, 5)
-        x = torch.cat([(qi * qj), (qi - qj).abs(), geo], -1)               # (B, R, R, 2d + 5)
-        logits = self.pair(x).squeeze(-1)                                  # (B, R, R)
         eye = torch.eye(R, dtype=torch.bool, device=regions.device)
-        valid = mask[:, :, None] & mask[:, None] & (cls[:, :, None] == cls[:, None]) & ~eye
+        valid = mask[:, :, None] & mask[:, None] & (cls[:, :, None] == cls[:, None]) & ~eye   # (B, R, R)
+        b, i, j = valid.nonzero(as_tuple=True)                             # (P,) each
+        q = self.query(regions)                                            # (B, R, d)
+        qi, qj = q[b, i], q[b, j]                                          # (P, d)
+        geo = pair_geometry(boxes.float())[b, i, j].to(q.dtype)            # (P, 5)
+        x = torch.cat([qi * qj, (qi - qj).abs(), geo], -1)                 # (P, 2d + 5)
+        logits = q.new_zeros(valid.shape).index_put((b, i, j), self.pair(x).squeeze(-1))   # (B, R, R)
         p = torch.sigmoid(logits.float()) * valid                          # (B, R, R)
         n = p.sum(-1)                                                      # (B, R) others in the group
         some = 1 - torch.exp(torch.log1p(-p.clamp(max=1 - 1e-6)).sum(-1))  # (B, R) P(at least one)

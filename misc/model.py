@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from misc.attention import AdditiveAttention
+from misc.attention import AdditiveAttention, additive_scores
 from misc.decoder_base import CaptionDecoder
 from misc.grouping import RegionGrouping
-from misc.regions import RegionEncoder
+from misc.regions import RegionEncoder, expand_features
 from misc.slot_heads import SlotHeads
 
 NEG = -1e4    # masked log-probability (finite, so fp16 / bf16 stay finite)
@@ -82,32 +82,85 @@ class NBTDecoder(CaptionDecoder):
         """tokens (N,), f expanded to N rows, pointed (N, R) regions already used ->
         word_logp (N, V), region_logp (N, R), new state. With img (N,) (sorted), f stays per
         image and row i belongs to image img[i] (decoding steps only the live beams)."""
-        h_att, c_att, h_lang, c_lang = state
-        fc, region_mask, pointer_keys = f["fc"], f["region_mask"], f.get("pointer_keys")
+        x_lang, new = self.recur(tokens, f, state, img)
+        region_mask, pointer_keys = f["region_mask"], f.get("pointer_keys")
         if img is not None:
-            fc, region_mask = fc[img], region_mask[img]
+            region_mask = region_mask[img]
             pointer_keys = None if pointer_keys is None else pointer_keys[img]
+        valid = region_mask if pointed is None else region_mask & ~pointed
+        word_logp, region_logp = self.outputs(self.drop(new[2]), x_lang, state[2], new[3], pointer_keys, valid)
+        return word_logp, region_logp, new
+
+    def recur(self, tokens: torch.Tensor, f: dict, state: tuple, img: torch.Tensor | None = None):
+        """The recurrence alone (embedding, both LSTMs, the two attentions): tokens (N,) ->
+        x_lang (N, 2H + 1), the new state. Nothing in `outputs` feeds back into it."""
+        h_att, c_att, h_lang, c_lang = state
+        fc = f["fc"] if img is None else f["fc"][img]
         x = torch.cat([fc, self.embed(tokens)], -1)
         h_att, c_att = self.att_lstm(x, (h_att, c_att))
         att_r, count = self.att_region(h_att, f["regions"], f["region_keys"], f["region_mask"], img=img, count=True)
         att = self.att_grid(h_att, f["grid"], f["grid_keys"], img=img) + att_r
         x_lang = torch.cat([att, h_att, count], -1)                      # (N, 2H + 1)
-        h_prev = h_lang
         h_lang, c_lang = self.lang_lstm(x_lang, (h_lang, c_lang))
-        out = self.drop(h_lang)
-        word_logp = torch.log_softmax(self.logit(out).float(), -1)         # (N, V)
+        return x_lang, (h_att, c_att, h_lang, c_lang)
+
+    def outputs(self, out: torch.Tensor, x_lang: torch.Tensor, h_prev: torch.Tensor, c_lang: torch.Tensor,
+                pointer_keys: torch.Tensor | None, valid: torch.Tensor, drop_masks: tuple | None = None):
+        """Word and region log-probs from the recurrence's values at one step, leading dims (N,),
+        or at every step at once, leading dims (N, T) (teacher forcing). out = dropout(h_lang)
+        (..., H), x_lang (..., 2H + 1), h_prev = h_lang of the step before, c_lang (..., H);
+        pointer_keys (N, R, A) and valid (N, R) regions of each row.
+        drop_masks: the sentinel's two dropout masks drawn beforehand (None: draw them here)."""
+        word_logp = torch.log_softmax(self.logit(out).float(), -1)         # (..., V)
         if not self.has_pointer:
-            return word_logp, word_logp.new_zeros(word_logp.shape[0], 0), (h_att, c_att, h_lang, c_lang)
+            return word_logp, word_logp.new_zeros(*word_logp.shape[:-1], 0)
         gate = torch.sigmoid(self.gate_x(x_lang) + self.gate_h(h_prev))
-        sentinel = self.sentinel(self.drop(gate * torch.tanh(c_lang)))     # (N, H)
-        keys = torch.cat([self.pointer.key_proj(sentinel)[:, None], pointer_keys], 1)   # (N, 1+R, A)
-        scores = self.pointer.scores(out, keys).float()                    # (N, 1 + R)
-        valid = region_mask if pointed is None else region_mask & ~pointed
-        scores[:, 1:] = scores[:, 1:].masked_fill(~valid, float("-inf"))
-        ptr = torch.log_softmax(scores, -1)
-        word_logp = word_logp + ptr[:, :1]
-        region_logp = ptr[:, 1:].clamp(min=NEG)
-        return word_logp, region_logp, (h_att, c_att, h_lang, c_lang)
+        lin, relu, drop = self.sentinel
+        z = gate * torch.tanh(c_lang)
+        z = self.drop(z) if drop_masks is None else z * drop_masks[0]
+        sentinel = relu(lin(z))
+        sentinel = drop(sentinel) if drop_masks is None else sentinel * drop_masks[1]   # (..., H)
+        q = self.pointer.query_proj(out)                                   # (..., A)
+        s_score = self.pointer.score((self.pointer.key_proj(sentinel) + q).tanh_())      # (..., 1)
+        if out.dim() == 3:                                                 # all steps: (N, T, R)
+            w = self.pointer.score
+            r_score, valid = additive_scores(pointer_keys, q, w.weight[0], w.bias), valid[:, None]
+        else:                                                              # one step: (N, R)
+            r_score = self.pointer.score((pointer_keys + q[:, None]).tanh_()).squeeze(-1)
+        r_score = r_score.float().masked_fill(~valid, float("-inf"))
+        ptr = torch.log_softmax(torch.cat([s_score.float(), r_score], -1), -1)   # (..., 1 + R)
+        return word_logp + ptr[..., :1], ptr[..., 1:].clamp(min=NEG)
+
+    # -- teacher forcing, all steps' outputs at once ------------------------------------------
+    def forward(self, f: dict, batch: dict, ss_prob: float = 0.0) -> dict:
+        """As CaptionDecoder.forward (the per-step reference), but only the recurrence runs step
+        by step: the vocabulary softmax, the sentinel and the pointer run once over all steps
+        (N * T rows), which leaves the NBT's extra cost out of the loop. The dropout masks are
+        drawn inside the loop in the per-step order, so a seeded run draws the same masks.
+        Scheduled sampling feeds each step's prediction back: it takes the per-step path."""
+        if ss_prob > 0 and self.training:
+            return super().forward(f, batch, ss_prob)
+        words, vis = batch["words"], batch["vis_cls"]
+        B, S, L = words.shape
+        f = expand_features(f, S)
+        words, vis = words.reshape(B * S, L), vis.reshape(B * S, L)
+        inputs = torch.cat([words.new_zeros(B * S, 1), self.input_tokens(words, vis)], 1)  # (BS, L+1)
+        state = self.init_state(f)
+        h_prev = state[2]
+        rows = []
+        for t in range(L + 1):
+            if t > 0 and (inputs[:, t] == 0).all():   # every caption has ended: EOS was predicted
+                break
+            x_lang, state = self.recur(inputs[:, t], f, state)
+            out = self.drop(state[2])
+            masks = (dropout_mask(self.drop, out), dropout_mask(self.sentinel[2], out)) if self.has_pointer else ()
+            rows.append((out, x_lang, h_prev, state[3], state[2]) + masks)
+            h_prev = state[2]
+        out, x_lang, h_prev, c_lang, h_lang, *masks = [torch.stack(x, 1) if x[0] is not None else None
+                                                       for x in zip(*rows)]    # (N, T, ...)
+        word_logp, region_logp = self.outputs(out, x_lang, h_prev, c_lang, f.get("pointer_keys"), f["region_mask"],
+                                              drop_masks=tuple(masks) if masks and masks[0] is not None else None)
+        return {"word_logp": word_logp, "region_logp": region_logp, "h_lang": h_lang, "features": f}
 
     def slot_logp(self, f: dict, h_lang: torch.Tensor, region_feat: torch.Tensor, cls: torch.Tensor):
         return self.heads(region_feat, h_lang, cls)
@@ -122,3 +175,11 @@ class NBTDecoder(CaptionDecoder):
         emb = self.embed[0].weight
         emb[self.vocab_size + novel] = emb[self.vocab_size + seen]
 
+
+
+def dropout_mask(drop: nn.Dropout, like: torch.Tensor) -> torch.Tensor | None:
+    """The mask drop(x) would multiply an x shaped like `like` by (0 or 1 / (1 - p)), drawn now
+    from the same random stream; None when drop is off (eval, p = 0)."""
+    if not drop.training or drop.p == 0:
+        return None
+    return drop(torch.ones_like(like))

@@ -2,7 +2,7 @@
 
 import torch
 
-from misc.grouping import RegionGrouping, batched_iou, group_targets, grouping_loss_sum
+from misc.grouping import RegionGrouping, batched_iou, group_targets, grouping_loss_sum, pair_geometry
 
 
 def _props(boxes, classes):
@@ -70,6 +70,43 @@ def test_module_shapes_masks_and_padding():
     assert not valid[0, 0, 0] and valid[0, 0, 1] and not valid[0, 0, 2]    # self / other class
     assert not valid[0, 4].any() and not valid[0, :, 4].any()              # padding
     assert torch.all(out[0, 4] == 0)
+
+
+def _all_pairs_reference(g, regions, boxes, cls, mask):
+    """The module's maths written out over every (i, j) pair, then masked."""
+    R = regions.shape[1]
+    q = g.query(regions)
+    qi, qj = q[:, :, None].expand(-1, -1, R, -1), q[:, None].expand(-1, R, -1, -1)
+    logits = g.pair(torch.cat([qi * qj, (qi - qj).abs(), pair_geometry(boxes)], -1)).squeeze(-1)
+    valid = mask[:, :, None] & mask[:, None] & (cls[:, :, None] == cls[:, None]) & ~torch.eye(R, dtype=torch.bool)
+    p = torch.sigmoid(logits) * valid
+    some = 1 - torch.prod(1 - p.clamp(max=1 - 1e-6), -1)
+    return (regions + g.count(torch.stack([p.sum(-1), some], -1))) * mask[..., None], logits, valid
+
+
+def test_valid_pairs_only_equals_the_all_pairs_reference():
+    """The pair MLP runs on same-class pairs only; outputs, valid logits and gradients are those
+    of the MLP over all pairs."""
+    torch.manual_seed(0)
+    g = RegionGrouping(rnn_size=16, hidden=8)
+    regions = torch.randn(2, 6, 16, requires_grad=True)
+    xy = torch.rand(2, 6, 2) * 40
+    boxes = torch.cat([xy, xy + torch.rand(2, 6, 2) * 20 + 2], -1)
+    cls = torch.tensor([[1, 1, 2, 1, 2, 0], [3, 1, 3, 3, 2, 3]])
+    mask = torch.tensor([[True] * 5 + [False], [True] * 6])
+    results = []
+    for fn in (g.forward, lambda *a: _all_pairs_reference(g, *a)):
+        g.zero_grad()
+        regions.grad = None
+        out, logits, valid = fn(regions, boxes, cls, mask)
+        (out.square().sum() + logits[valid].sum()).backward()
+        grads = [regions.grad.clone()] + [p.grad.clone() for p in g.parameters()]
+        results.append((out, logits[valid], valid, grads))
+    (out, lv, valid, grads), (ref_out, ref_lv, ref_valid, ref_grads) = results
+    assert torch.equal(valid, ref_valid) and int(valid.sum()) == (6 + 2) + 12     # ordered pairs: {0,1,3} {2,4} | {0,2,3,5}
+    assert torch.allclose(out, ref_out, atol=1e-5) and torch.allclose(lv, ref_lv, atol=1e-5)
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_grouping_learns_colour_pairs():

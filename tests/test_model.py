@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from misc.attention import AdditiveAttention
+from misc.attention import AdditiveAttention, additive_scores
 from misc.backbone import Backbone
 from misc.decoding import beam_search, greedy, select_constraints
 from misc.losses import caption_targets, combine, xe_loss_sums
@@ -79,6 +79,23 @@ def test_attention_count_grows_with_matching_items():
     assert abs(float(n[0]) - 1.0) < 0.01 and abs(float(n[1]) - 2.0) < 0.01
 
 
+@pytest.mark.parametrize("rows_per_chunk", [2, 0])
+def test_chunked_additive_scores_equal_autograd_of_the_plain_formula(rows_per_chunk):
+    """additive_scores (T queries per row, hand-written backward, rows in chunks: 2 of 5 rows
+    leaves a short last chunk) = w^T tanh(keys + q) + b, values and gradients (float64)."""
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+            for shape in ((5, 4, 6), (5, 3, 6), (6,), (1,))]                # keys, q, w, b
+    keys, q, w, b = args
+    ref = torch.tanh(keys[:, None] + q[:, :, None]) @ w + b                 # (5, 3, 4)
+    out = additive_scores(keys, q, w, b, rows_per_chunk)
+    assert out.shape == (5, 3, 4) and torch.allclose(out, ref)
+    up = torch.randn(5, 3, 4, generator=g, dtype=torch.float64)
+    for a, r in zip(torch.autograd.grad((out * up).sum(), args), torch.autograd.grad((ref * up).sum(), args)):
+        assert torch.allclose(a, r)
+    assert torch.autograd.gradcheck(lambda *a: additive_scores(*a, rows_per_chunk), args)
+
+
 def test_region_encoder_and_heads_shapes():
     enc = RegionEncoder(feat_dim=8, num_classes=C, rnn_size=H, class_emb_size=4, loc_emb_size=4,
                         drop_prob=0.0, stride=8, image_size=64)
@@ -142,6 +159,54 @@ def test_teacher_forcing_loss_and_targets():
     assert dec.pointer.score.weight.grad is not None and dec.heads.fine[0].weight.grad is not None
     target, m = caption_targets(torch.tensor([[3, 0, 0]]), 4)
     assert target.tolist() == [[3, 0, 0, 0]] and m.tolist() == [[True, True, False, False]]
+
+
+def _teacher_batch(props):
+    words = torch.tensor([[[5, 6, 7, 0], [8, 0, 0, 0]], [[9, 9, 0, 0], [4, 5, 6, 7]]])
+    vis = torch.zeros_like(words)
+    vis[0, 0, 1], vis[1, 1, 2] = int(props[0, 2, 4]), int(props[1, 0, 4])
+    pos = torch.zeros(2, 2, 4, 5, dtype=torch.bool)
+    pos[0, 0, 1, 2] = pos[1, 1, 2, 0] = pos[1, 1, 2, 3] = True
+    fine = [FG_CLASS.index(int(c)) if c > 0 else -1 for c in vis.flatten().tolist()]
+    return {"words": words, "vis_cls": vis, "pos": pos, "plural": (pos.sum(-1) > 1).long(),
+            "fg": torch.tensor(fine).view_as(words)}
+
+
+@pytest.mark.parametrize("pointer,grouping,train", [(True, True, True), (True, False, False), (False, False, True)])
+def test_all_steps_at_once_equals_the_per_step_reference(pointer, grouping, train):
+    """NBTDecoder.forward computes the vocabulary softmax, sentinel and pointer once over all
+    steps; CaptionDecoder.forward (the straightforward loop over step()) is the reference. Same
+    log-probs, losses and gradients - in training with dropout too (the same masks are drawn)."""
+    from misc.decoder_base import CaptionDecoder
+    torch.manual_seed(0)
+    dec = NBTDecoder(vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+                     input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
+                     drop_prob=0.3, stride=8, image_size=64, pointer=pointer, region_grouping=grouping).train(train)
+    conv = torch.randn(2, 8, 8, 8)
+    _, props, mask = features(dec, B=2)
+    batch = _teacher_batch(props)
+    if not pointer:
+        batch["vis_cls"] = torch.zeros_like(batch["vis_cls"])
+    results = []
+    for forward in (NBTDecoder.forward, CaptionDecoder.forward):
+        dec.zero_grad()
+        torch.manual_seed(5)
+        f = dec.encode(conv, props, mask)
+        out = forward(dec, f, batch)
+        sums = xe_loss_sums(dec, out, batch)
+        combine(sums, (1, 1, 1), float(sums["n_tokens"]), max(float(sums["n_visual"]), 1.0))["loss"].backward()
+        grads = {n: p.grad.clone() for n, p in dec.named_parameters() if p.grad is not None}
+        results.append((out, sums, grads))
+    (fast, fast_sums, fast_grads), (ref, ref_sums, ref_grads) = results
+    assert fast["word_logp"].shape == ref["word_logp"].shape == (4, 5, V)
+    assert fast["region_logp"].shape == ref["region_logp"].shape == (4, 5, 5 if pointer else 0)
+    for k in ("word_logp", "region_logp", "h_lang"):
+        assert torch.allclose(fast[k], ref[k], atol=1e-5), k
+    for k in ("lm", "bn", "fg"):
+        assert torch.allclose(fast_sums[k], ref_sums[k], atol=1e-5), k
+    assert fast_grads.keys() == ref_grads.keys() and ("pointer.score.weight" in ref_grads) == pointer
+    for n, g in ref_grads.items():
+        assert torch.allclose(fast_grads[n], g, atol=1e-5), n
 
 
 @pytest.mark.parametrize("grouping", [False, True])
