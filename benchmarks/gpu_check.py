@@ -12,7 +12,7 @@ Measured, each configuration on its own (OOM is reported as OOM and the run goes
             forward + decoder) and from cached conv maps (decoder only); images/s and peak memory
             (torch.cuda.max_memory_allocated: weights, Adam state, activations). The batch is
             already on the GPU: data loading is not included.
-  eval      encode (bf16 autocast, as misc.evaluation.generate_batch) + beam search (beam 3), and
+  eval      encode (bf16 autocast, as misc.inference.decode_batch) + beam search (beam 3), and
             + CBS (2 constraints, beam 3), from raw images at batch 20 and 100. Random weights
             rarely say EOS, so captions run to the maximum length (16): an upper bound on the time.
   detector  torchvision fasterrcnn_resnet50_fpn_v2 with prepro_det's settings (score threshold
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from coco_dims import coco_batch, coco_model, coco_options  # noqa: E402
 from misc.decoding import beam_search, select_constraints  # noqa: E402
-from misc.evaluation import autocast  # noqa: E402
+from misc.runtime import autocast  # noqa: E402
 from misc.io import atomic_write_json  # noqa: E402
 from misc.losses import combine  # noqa: E402
 from misc.trainer import batch_counts, build_optimizer  # noqa: E402
@@ -116,7 +116,7 @@ def train_step(model, opt, B: int, raw: bool, device, tiny: bool):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, opt):
+        with autocast(device, opt.amp):
             sums = model(batch)
         combine(sums, weights, *counts)["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, opt.grad_clip)
@@ -143,10 +143,11 @@ def eval_step(model, opt, batch, cbs: bool, device):
 
     @torch.no_grad()
     def step():
-        with autocast(device, opt):
+        with autocast(device, opt.amp):
             f = model.encode(batch_dev)
         f = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in f.items()}
-        constraints = select_constraints(batch["proposals"], batch["prop_mask"], k=2, mode="all") if cbs else None
+        constraints = select_constraints(batch["proposals"], batch["prop_mask"], k=2, mode="all",
+                                         score_thresh=0.0) if cbs else None
         beam_search(model.decoder, f, beam_size=3, max_len=opt.seq_length, constraints=constraints)
     return step
 
@@ -204,14 +205,17 @@ def main(argv=None):
     print(HEADER, flush=True)
     start = time.time()
     rows = []
+
+    def save(new_rows):   # after every section, so a run cut short keeps what it measured
+        rows.extend(new_rows)
+        meta["seconds"] = round(time.time() - start, 1)
+        atomic_write_json(args.out, {"meta": meta, "rows": rows}, indent=1)
     if "train" in args.sections:
-        rows += train_rows(args, device, train_timer)
+        save(train_rows(args, device, train_timer))
     if "eval" in args.sections:
-        rows += eval_rows(args, device, eval_timer)
+        save(eval_rows(args, device, eval_timer))
     if "detector" in args.sections:
-        rows.append(detector_row(args, device, train_timer))
-    meta["seconds"] = round(time.time() - start, 1)
-    atomic_write_json(args.out, {"meta": meta, "rows": rows}, indent=1)
+        save([detector_row(args, device, train_timer)])
     print(f"\n{HEADER}\n" + "\n".join(format_row(r) for r in rows))
     print(f"total {meta['seconds']} s; figures written to {args.out}")
     return 0
