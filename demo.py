@@ -29,8 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from misc.config import ConfigError, Options, coerce, format_help, parse_cli
-from misc.io import DataError, atomic_path, atomic_write_json, read_json
+if __package__ in (None, ""):   # `python demo.py` from a checkout: `nbt` is this checkout
+    import _checkout  # noqa: F401
+
+from nbt.misc.config import ConfigError, Options, coerce, format_help, parse_cli
+from nbt.misc.io import DataError, atomic_path, atomic_write_json, read_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEMO_KEYS = ("start_from", "demo_path", "demo_out", "demo_max_images", "demo_detections", "detector_weights",
@@ -184,7 +187,7 @@ def check_out_dir(out: Path, inputs: list[Path]) -> None:
 def detections_by_name(path: str, cap) -> dict[str, np.ndarray]:
     """--demo_detections: file name -> (K, 6) rows (classes the run does not know: see
     misc.detector.detections_from_json)."""
-    from misc.detector import detections_from_json
+    from nbt.misc.detector import detections_from_json
     entries = read_json(path)
     table = detections_from_json(entries, cap.classes, path)
     return {e.get("file_name", ""): table[int(e["image_id"])] for e in entries}
@@ -193,8 +196,8 @@ def detections_by_name(path: str, cap) -> dict[str, np.ndarray]:
 def prepare(paths: list[Path], cap, detections: str) -> tuple[list, list]:
     """Each image read and its proposals found -> kept [(path, image, rows or None: the
     captioner finds them)] and skipped [(path, reason)]."""
-    from misc.proposals import validate_proposals
-    from misc.transforms import open_image
+    from nbt.misc.proposals import validate_proposals
+    from nbt.misc.transforms import open_image
     table = detections_by_name(detections, cap) if detections else None
     kept, skipped = [], []
     for path in paths:
@@ -242,7 +245,7 @@ def output_names(paths: list[Path]) -> list[str]:
 
 
 def run(args: dict, given: set[str]) -> int:
-    from misc.api import NBTCaptioner
+    from nbt.misc.api import NBTCaptioner
     out_dir = Path(args["demo_out"])
     if args["demo_path"]:
         check_out_dir(out_dir, [Path(args["demo_path"])])

@@ -15,8 +15,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from misc.config import ConfigError, build_options, format_help, help_defaults
-from misc.io import DataError
+if __package__ in (None, ""):   # `python main.py` from a checkout: `nbt` is this checkout
+    import _checkout  # noqa: F401
+
+from nbt.misc.config import ConfigError, build_options, format_help, help_defaults
+from nbt.misc.io import DataError
 
 DEFAULT_CFG = "cfgs/world.yml" if Path("cfgs/world.yml").is_file() else str(Path(__file__).resolve().parent / "cfgs" / "world.yml")
 WORLD_ROOT = Path("data/world")
@@ -32,8 +35,8 @@ def ensure_world(opt) -> None:
     if root.resolve() != WORLD_ROOT.resolve() or (root / "dic_world.json").exists():
         raise DataError(f"file not found: {opt.input_dic} (the built-in world is generated only into "
                         f"{WORLD_ROOT}/; elsewhere run prepro/prepare_world.py --out DIR)")
-    from prepro.prepare_world import prepare
-    from prepro.world import WorldConfig
+    from nbt.prepro.prepare_world import prepare
+    from nbt.prepro.world import WorldConfig
     print(f"generating the built-in world in {root} ...", flush=True)
     prepare(WorldConfig(out=str(root)))
 
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         opt = build_options(argv, default_cfg=DEFAULT_CFG)
         ensure_world(opt)
-        from misc.session import Interrupted, inference, train
+        from nbt.misc.session import Interrupted, inference, train
         if opt.inference_only:
             inference(opt)
             return 0

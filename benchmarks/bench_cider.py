@@ -12,8 +12,8 @@ import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
 from common import timeit, world_options
-from misc.dataset import DataBundle
-from misc.cider import CiderD, document_frequency
+from nbt.misc.dataset import DataBundle
+from nbt.misc.cider import CiderD, document_frequency
 
 
 def main():

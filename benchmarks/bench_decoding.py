@@ -11,8 +11,8 @@ import warnings
 import torch
 
 from common import load_trained_or_random, timeit, world_options
-from misc.dataset import CaptionDataset, DataBundle, collate
-from misc.decoding import beam_search, select_constraints
+from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+from nbt.misc.decoding import beam_search, select_constraints
 
 
 def per_image(decoder, f, B, **kw):

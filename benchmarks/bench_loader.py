@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from common import world_options
-from misc.dataset import CaptionDataset, DataBundle
-from misc.runtime import seed_everything  # noqa: E402
-from misc.trainer import TrainState, build_model, build_optimizer, make_loader, train_one_epoch  # noqa: E402
-from prepro.prepro_features import build_cache
+from nbt.misc.dataset import CaptionDataset, DataBundle
+from nbt.misc.runtime import seed_everything  # noqa: E402
+from nbt.misc.trainer import TrainState, build_model, build_optimizer, make_loader, train_one_epoch  # noqa: E402
+from nbt.prepro.prepro_features import build_cache
 
 
 def loader_rate(opt, n, backbone=None) -> float:
@@ -63,7 +63,7 @@ def main():
     torch.set_num_threads(args.threads)
     opt = world_options(num_workers=args.workers, cnn_backend=args.cnn, pretrained_cnn=False, finetune_cnn=False)
     opt = dataclasses.replace(opt, image_size=opt.image_crop_size, max_epochs=1)
-    from misc.backbone import build_backbone
+    from nbt.misc.backbone import build_backbone
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         # float32: the random weights' activations overflow float16 (a trained CNN's fit; the

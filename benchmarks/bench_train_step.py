@@ -35,8 +35,8 @@ MODELS = ("updown_plain", "topdown")
 
 
 def world_setup(name: str, device):
-    from misc.dataset import CaptionDataset, DataBundle, collate
-    from misc.trainer import build_model
+    from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+    from nbt.misc.trainer import build_model
     opt = dataclasses.replace(world_options(cuda=device.type != "cpu"), att_model=name)
     bundle = DataBundle.load(opt)
     # the same images and captions; the plain decoder reads the visual words as words
@@ -53,8 +53,8 @@ def coco_setup(name: str, device, images: int = 10):
 
 
 def step_fn(opt, model, batch, device):
-    from misc.losses import combine
-    from misc.trainer import batch_counts, build_optimizer
+    from nbt.misc.losses import combine
+    from nbt.misc.trainer import batch_counts, build_optimizer
     batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
     model.train()
     optimizer = build_optimizer(opt, model)
@@ -100,8 +100,8 @@ def print_result(r: dict, label: str = "") -> None:
 
 def before_after(args) -> None:
     """Alternate subprocesses on the older checkout's misc/ and on this one's; best of each."""
-    runner = ("import os, sys, runpy; sys.path.insert(0, sys.argv[1]); import misc; script = sys.argv[2]; "
-              "sys.path.insert(0, os.path.dirname(script)); sys.argv = [script] + sys.argv[3:]; "
+    runner = ("import os, sys, runpy; script = sys.argv[2]; sys.path.insert(0, os.path.dirname(script)); "
+              "import other_checkout; other_checkout.bind(sys.argv[1]); sys.argv = [script] + sys.argv[3:]; "
               "runpy.run_path(script, run_name='__main__')")
     sides = {"before": str(Path(args.before).resolve()), "after": str(ROOT)}
     results: dict = {side: {} for side in sides}

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _checkout  # noqa: E402,F401  (`nbt` = this checkout)
 
-from misc.captioner import build_captioner  # noqa: E402
-from misc.config import options_from_dict  # noqa: E402
+from nbt.misc.captioner import build_captioner  # noqa: E402
+from nbt.misc.config import options_from_dict  # noqa: E402
 
 COCO = dict(vocab=9500, classes=80, fine=409, proposals=100, feat=2048, grid=16, image=512, stride=32,
             cnn="res101")

@@ -135,7 +135,7 @@ def _splits(n_images: int) -> list[tuple[str, str]]:
 
 def _write_instances(path: Path, images: list[dict], anns, categories: list[dict]) -> None:
     """Streamed COCO instances json (the annotation list would cost ~1 GB as Python dicts)."""
-    from misc.io import atomic_path
+    from nbt.misc.io import atomic_path
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write('{"info": {"description": "nbt synthetic COCO-scale"}, "images": ')
         f.write(json.dumps(images))
@@ -180,7 +180,7 @@ def generate(out: str | Path, n_images: int = sum(KARPATHY.values()), seed: int 
                        "cocoid": int(image_ids[i]), "sentids": list(range(5 * i, 5 * i + len(caps))),
                        "sentences": [{"tokens": c, "raw": " ".join(c).capitalize() + ".", "imgid": i,
                                       "sentid": 5 * i + j} for j, c in enumerate(caps)]})
-    from misc.io import atomic_write_json
+    from nbt.misc.io import atomic_write_json
     atomic_write_json(out / "dataset_coco.json", {"images": images, "dataset": "coco"})
     del images, captions
     if not quiet:
@@ -218,8 +218,8 @@ def generate(out: str | Path, n_images: int = sum(KARPATHY.values()), seed: int 
 
 def _write_detections(path: Path, boxes, owner, sizes, categories, rng, max_det: int = 100) -> None:
     """Per image: its GT boxes jittered (score 0.5-1) and random boxes (score 0.05-0.5), by score."""
-    from misc.detector import write_h5
-    from misc.vocab import ClassNames
+    from nbt.misc.detector import write_h5
+    from nbt.misc.vocab import ClassNames
     names = ClassNames.read(CLASS_FILE).names
     cat_to_cls = {c["id"]: names.index(c["name"]) + 1 for c in categories if c["name"] in names}
     n = len(sizes)
@@ -274,7 +274,7 @@ def ensure_images(data: Path, rows: list[int] | None = None, pool: int = 4) -> P
 
 # -- options ----------------------------------------------------------------------------------
 def coco_options(data: Path, code: Path, **overrides):
-    from misc.config import build_options
+    from nbt.misc.config import build_options
     opt = build_options(["--path_opt", str(code / "cfgs" / "normal_coco_res101.yml")])
     import dataclasses
     values = dict(input_json=str(data / "cap_coco.json"), input_dic=str(data / "dic_coco.json"),
@@ -311,7 +311,7 @@ def uss(pid: str | int = "self") -> int:
 
 
 def child_startup(data: Path, code: Path) -> dict:
-    from misc.dataset import DataBundle
+    from nbt.misc.dataset import DataBundle
     opt = coco_options(data, code)
     rss0 = _status("VmRSS")
     t, cpu = time.perf_counter(), time.process_time()
@@ -328,7 +328,7 @@ class _Probe:
     """Collate that runs the real collate in the worker, then reports the worker's USS."""
 
     def __call__(self, items):
-        from misc.dataset import collate
+        from nbt.misc.dataset import collate
         batch = collate(items)
         return {"pid": os.getpid(), "n": len(batch["image_ids"]) if "image_ids" in batch else 0,
                 "uss": uss(), "cpu": time.process_time(), "visual": batch.get("n_visual", 0), "grounded": batch.get("n_grounded", 0)}
@@ -338,7 +338,7 @@ def child_workers(data: Path, code: Path, workers: int = 2, batch_size: int = 50
     import torch
     from torch.utils.data import DataLoader
 
-    from misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler
+    from nbt.misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler
     opt = coco_options(data, code, image_size=72, image_crop_size=64)
     bundle = DataBundle.load(opt)
     ds = CaptionDataset(bundle, "train", train=True, max_images=max_images)
@@ -371,8 +371,8 @@ def child_workers(data: Path, code: Path, workers: int = 2, batch_size: int = 50
 
 
 def child_loader(data: Path, code: Path, workers: int, images: int = 300, batch_size: int = 20) -> dict:
-    from misc.dataset import CaptionDataset, DataBundle
-    from misc.trainer import make_loader
+    from nbt.misc.dataset import CaptionDataset, DataBundle
+    from nbt.misc.trainer import make_loader
     opt = coco_options(data, code, num_workers=workers, batch_size=batch_size)
     bundle = DataBundle.load(opt)
     ds = CaptionDataset(bundle, "train", train=True, max_images=images)
@@ -497,7 +497,8 @@ def main(argv=None) -> int:
     data = Path(args.data)
     if args.child:
         code = Path(args.code[0])
-        sys.path.insert(0, str(code))
+        from other_checkout import bind
+        bind(code)
         import warnings
 
         import torch
@@ -508,6 +509,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"generating {args.images} images into {data} (reused when present)", flush=True)
     sys.path.insert(0, str(ROOT))
+    import _checkout  # noqa: F401  (`nbt` = this checkout)
     generate(data, args.images)
     steps = args.only.split(",")
     results = {"images": args.images, "data": str(data), "runs": []}

@@ -8,9 +8,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402,F401  (`nbt` = this checkout)
 
 
-from misc.config import build_options  # noqa: E402
+from nbt.misc.config import build_options  # noqa: E402
 
 
 def world_options(**overrides):
@@ -18,8 +19,8 @@ def world_options(**overrides):
     opt = dataclasses.replace(opt, **{k: v for k, v in overrides.items()})
     root = ROOT / "data" / "world"
     if not (root / "dic_world.json").is_file():
-        from prepro.prepare_world import prepare
-        from prepro.world import WorldConfig
+        from nbt.prepro.prepare_world import prepare
+        from nbt.prepro.world import WorldConfig
         prepare(WorldConfig(out=str(root)), quiet=True)
     opt = dataclasses.replace(opt, **{k: str(ROOT / v) if isinstance(v, str) and v.startswith("data/") else v
                                       for k, v in opt.to_dict().items() if k in (
@@ -41,8 +42,8 @@ def timeit(fn, repeat: int = 3, warmup: int = 1) -> float:
 
 
 def load_trained_or_random(opt, bundle, device):
-    from misc.checkpoint import load_checkpoint
-    from misc.trainer import build_model
+    from nbt.misc.checkpoint import load_checkpoint
+    from nbt.misc.trainer import build_model
     model = build_model(opt, bundle, device)
     ckpt = ROOT / "save" / "world" / "model-best.pth"
     if ckpt.is_file():

@@ -36,11 +36,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from coco_dims import coco_batch, coco_model, coco_options  # noqa: E402
-from misc.decoding import beam_search, select_constraints  # noqa: E402
-from misc.runtime import autocast  # noqa: E402
-from misc.io import atomic_write_json  # noqa: E402
-from misc.losses import combine  # noqa: E402
-from misc.trainer import batch_counts, build_optimizer  # noqa: E402
+from nbt.misc.decoding import beam_search, select_constraints  # noqa: E402
+from nbt.misc.runtime import autocast  # noqa: E402
+from nbt.misc.io import atomic_write_json  # noqa: E402
+from nbt.misc.losses import combine  # noqa: E402
+from nbt.misc.trainer import batch_counts, build_optimizer  # noqa: E402
 
 TRAIN_IMAGES, ALL_IMAGES = 113_287, 123_287
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402,F401  (`nbt` = this checkout)
 MINI = ROOT.parent / "shared" / "data" / "coco-mini"
 
 CONFIG = """# coco-mini, memorisation: a world-sized model on 80 real images, no random crop, no dropout
@@ -78,8 +79,8 @@ def prepare(out: Path) -> Path:
 
 
 def run(cfg: Path, out: Path, name: str, oracle: bool, max_epochs: int) -> dict:
-    from misc.config import build_options
-    from misc.session import inference, train
+    from nbt.misc.config import build_options
+    from nbt.misc.session import inference, train
     opt = build_options(["--path_opt", str(cfg), "--det_oracle", str(oracle), "--id", name,
                          "--checkpoint_path", str(out / "save"), "--max_epochs", str(max_epochs), "--overwrite", "True"])
     t0 = time.time()
@@ -91,7 +92,7 @@ def run(cfg: Path, out: Path, name: str, oracle: bool, max_epochs: int) -> dict:
 
 
 def summarise(opt, result: dict, history: list, seconds: float) -> dict:
-    from misc.dataset import DataBundle
+    from nbt.misc.dataset import DataBundle
     bundle = DataBundle.load(opt)
     rows = {int(bundle.dic["images"][r]["id"]): r for r in bundle.rows("train")}
     refs = {i: {" ".join(c) for c in bundle.captions[r]} for i, r in rows.items()}

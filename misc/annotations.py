@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from misc import npz_cache
-from misc.io import DataError, read_json
-from misc.vocab import ClassNames
+from nbt.misc import npz_cache
+from nbt.misc.io import DataError, read_json
+from nbt.misc.vocab import ClassNames
 
 CACHE_VERSION = 1
 

@@ -1,6 +1,6 @@
 """Python API in the style of LAVIS / Hugging Face: a trained run captions images.
 
-    from misc.api import NBTCaptioner
+    from nbt.misc.api import NBTCaptioner
     cap = NBTCaptioner.from_pretrained("save/world")
     [r] = cap.generate(["photo.jpg"], beam_size=3)                 # a CaptionResult per image
     r.caption, r.tagged, r.grounding, r.proposals, r.score         # r.to_dict() for JSON
@@ -31,15 +31,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from misc.calibration import resolve_score_thresholds
-from misc.captioner import build_captioner
-from misc.checkpoint import check_compatible, load_checkpoint
-from misc.config import Options, options_from_dict
-from misc.dataset import held_out_classes, load_dic
-from misc.inference import Decoding, decode_batch, inference_mode
-from misc.io import DataError, read_json
-from misc.proposals import validate_proposals
-from misc.transforms import load_image, open_image, resize_with_boxes, to_rgb, to_tensor
+from nbt.misc.calibration import resolve_score_thresholds
+from nbt.misc.captioner import build_captioner
+from nbt.misc.checkpoint import check_compatible, load_checkpoint
+from nbt.misc.config import Options, options_from_dict
+from nbt.misc.dataset import held_out_classes, load_dic
+from nbt.misc.inference import Decoding, decode_batch, inference_mode
+from nbt.misc.io import DataError, read_json
+from nbt.misc.proposals import validate_proposals
+from nbt.misc.transforms import load_image, open_image, resize_with_boxes, to_rgb, to_tensor
 
 PIXEL_INDEX_MAX_IMAGES = 20_000     # larger data sets (COCO) are matched by path only
 CBS_MODES = ("all", "unique", "novel")
@@ -140,7 +140,7 @@ class OwnImages:
     def detections(self, row: int) -> np.ndarray:
         """(K, 6) valid rows [x1, y1, x2, y2, class, score] of data-set row `row`, original pixels
         (the h5 checked against the dic, as the loader checks it)."""
-        from misc.detector import ProposalReader
+        from nbt.misc.detector import ProposalReader
         images = read_json(self.opt.input_dic)["images"]
         reader = ProposalReader(self.opt.proposal_h5, [int(im["id"]) for im in images], self.num_classes)
         try:
@@ -211,7 +211,7 @@ class NBTCaptioner:
         """The Faster R-CNN for images outside the run's data set, built on first use; a failure
         (no weights offline, no class in common) is remembered and raised again, not retried."""
         if self._detector is None and self._detector_error is None:
-            from misc.detector import FasterRCNN
+            from nbt.misc.detector import FasterRCNN
             try:
                 self._detector = FasterRCNN(self.classes, weights=self.opt.detector_weights, device=self.device)
             except DataError as err:

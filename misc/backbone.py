@@ -29,8 +29,8 @@ import torchvision
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from misc.io import DataError
-from misc.weights import download_state_dict, read_state_dict
+from nbt.misc.io import DataError
+from nbt.misc.weights import download_state_dict, read_state_dict
 
 SPECS = {  # name: (constructor, weight enum, channels, stride)
     "res101": ("resnet101", "ResNet101_Weights", 2048, 32),

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from misc.decoder_base import CaptionDecoder
-from misc.regions import RegionEncoder, rows_of
+from nbt.misc.decoder_base import CaptionDecoder
+from nbt.misc.regions import RegionEncoder, rows_of
 
 
 class ShowTell(CaptionDecoder):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from misc.transforms import box_iou
+from nbt.misc.transforms import box_iou
 
 
 def correct_detections(dets: np.ndarray, gt_boxes: np.ndarray, gt_cls: np.ndarray,
@@ -54,7 +54,7 @@ def precision_threshold(scores: np.ndarray, correct: np.ndarray, min_precision: 
 def detection_scores(bundle, max_images: int = 5000) -> tuple[np.ndarray, np.ndarray, int]:
     """Scores and correctness of the detections on (up to `max_images` of) a data set's training
     images -> (scores (K,), correct (K,), images used). Needs the proposal h5 and GT instances."""
-    from misc.detector import ProposalReader
+    from nbt.misc.detector import ProposalReader
     images = bundle.dic["images"]
     rows = bundle.rows("train")[:max_images]
     reader = ProposalReader(bundle.opt.proposal_h5, [int(im["id"]) for im in images],

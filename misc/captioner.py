@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from misc.backbone import build_backbone
-from misc.grouping import GROUP_KEYS, grouping_loss_sum
-from misc.losses import xe_loss_sums
-from misc.model import NBTDecoder
-from misc.regions import CachedRegions
+from nbt.misc.backbone import build_backbone
+from nbt.misc.grouping import GROUP_KEYS, grouping_loss_sum
+from nbt.misc.losses import xe_loss_sums
+from nbt.misc.model import NBTDecoder
+from nbt.misc.regions import CachedRegions
 
 
 class Captioner(nn.Module):
@@ -69,7 +69,7 @@ def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[in
     elif opt.att_model == "updown_plain":
         decoder = NBTDecoder(**common, pointer=False)
     elif opt.att_model in ("showtell", "aoanet"):
-        from misc.baselines import build_baseline
+        from nbt.misc.baselines import build_baseline
         decoder = build_baseline(opt.att_model, heads=opt.aoa_heads, refine_layers=opt.aoa_refine_layers, **common)
     else:
         raise ValueError(f"unknown att_model '{opt.att_model}' (topdown, updown_plain, showtell, aoanet)")
@@ -79,7 +79,7 @@ def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[in
 def read_glove(path: str, names: list[str], dim: int, seed: int = 0) -> torch.Tensor:
     """GloVe vectors for class names (multi-word names averaged); unknown words get a *seeded*
     random vector (the original's were unseeded). Row 0 is the padding class."""
-    from misc.io import DataError
+    from nbt.misc.io import DataError
     wanted = {w for n in names for w in n.split()}
     table: dict[str, torch.Tensor] = {}
     try:

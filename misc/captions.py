@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from misc import npz_cache
-from misc.io import DataError
+from nbt.misc import npz_cache
+from nbt.misc.io import DataError
 
 CACHE_VERSION = 1
 VW_COLUMNS = ("pos", "length", "cls", "plural", "fg")
@@ -187,7 +187,7 @@ def load_captions(cap_path: str | Path, images: ImageTable, present: Callable[[i
     arrays = npz_cache.load(cache, key) if cache is not None else None
     if arrays is not None and len(arrays["img_start"]) == len(images) + 1:
         return CaptionStore.from_arrays(arrays)
-    from misc.io import read_json
+    from nbt.misc.io import read_json
     caps = read_json(cap_path)
     if not isinstance(caps, list) or len(caps) != len(images):
         raise DataError(f"{cap_path}: expected a list of {len(images)} caption lists")

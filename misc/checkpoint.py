@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from misc.io import DataError, atomic_path
+from nbt.misc.io import DataError, atomic_path
 
 
 def rng_state() -> dict:

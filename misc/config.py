@@ -198,7 +198,7 @@ class Options:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from misc.io import atomic_write_text
+        from nbt.misc.io import atomic_write_text
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=True))
 
 
@@ -397,6 +397,8 @@ def build_options(argv: list[str] | None = None, default_cfg: str | None = None)
     values: dict[str, Any] = {}
     if path_opt:
         values.update(load_yaml(path_opt))
+        if "start_from" in {**values, **cli} and "id" not in cli:
+            values.pop("id", None)    # a resumed or evaluated run keeps its folder's name (not the config's id)
     values.update(cli)
     values["path_opt"] = path_opt
     opt = options_from_dict(values)

@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from misc.annotations import BoxIndex
-from misc.calibration import resolve_score_thresholds
-from misc.captions import CaptionStore, ImageTable, load_captions
-from misc.config import Options
-from misc.detector import ProposalReader, check_proposal_h5
-from misc.io import DataError, read_json
-from misc.npz_cache import cache_path, digest, file_stamp
-from misc.transforms import box_area, box_iou, crop_with_boxes, load_image, resize_with_boxes, to_tensor
-from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary
+from nbt.misc.annotations import BoxIndex
+from nbt.misc.calibration import resolve_score_thresholds
+from nbt.misc.captions import CaptionStore, ImageTable, load_captions
+from nbt.misc.config import Options
+from nbt.misc.detector import ProposalReader, check_proposal_h5
+from nbt.misc.io import DataError, read_json
+from nbt.misc.npz_cache import cache_path, digest, file_stamp
+from nbt.misc.transforms import box_area, box_iou, crop_with_boxes, load_image, resize_with_boxes, to_tensor
+from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary
 
 
 @dataclass
@@ -125,7 +125,7 @@ class CaptionDataset(Dataset):
 
     def _cached(self, row: int):
         if self._feats is None:
-            from misc.features import FeatureCache
+            from nbt.misc.features import FeatureCache
             feats = FeatureCache(self.opt.cached_features)
             feats.check(image_crop_size=self.opt.image_crop_size, backbone=self.opt.cnn_backend,
                         rows=len(self.b.dic["images"]))

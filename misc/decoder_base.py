@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from misc.regions import expand_features
+from nbt.misc.regions import expand_features
 
 
 def feedback_tokens(tok: torch.Tensor, is_region: torch.Tensor, f: dict, vocab_size: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from misc.decoder_base import feedback_tokens
+from nbt.misc.decoder_base import feedback_tokens
 
 NEG_INF = float("-inf")
 

@@ -17,9 +17,9 @@ import warnings
 import numpy as np
 import torch
 
-from misc.io import DataError
-from misc.proposals import usable, validate_proposals
-from misc.vocab import ClassNames
+from nbt.misc.io import DataError
+from nbt.misc.proposals import usable, validate_proposals
+from nbt.misc.vocab import ClassNames
 
 # torchvision's COCO label names that differ from the official COCO category names
 _NAME_FIX = {"motorbike": "motorcycle", "aeroplane": "airplane", "sofa": "couch", "pottedplant": "potted plant",
@@ -45,7 +45,7 @@ class FasterRCNN:
                  max_det: int = 100, arch: str = "fasterrcnn_resnet50_fpn_v2"):
         from torchvision.models import detection
 
-        from misc.weights import download_state_dict, read_state_dict
+        from nbt.misc.weights import download_state_dict, read_state_dict
         enum = {"fasterrcnn_resnet50_fpn_v2": detection.FasterRCNN_ResNet50_FPN_V2_Weights,
                 "fasterrcnn_resnet50_fpn": detection.FasterRCNN_ResNet50_FPN_Weights}[arch]
         names = [_NAME_FIX.get(n, n) for n in enum.DEFAULT.meta["categories"]]
@@ -137,7 +137,7 @@ def write_h5(path, rows: list[np.ndarray], max_det: int = 100, image_ids: list[i
     image_id (N,) when given (the dic's image ids, row for row)."""
     import h5py
 
-    from misc.io import atomic_path
+    from nbt.misc.io import atomic_path
     n = len(rows)
     if image_ids is not None and len(image_ids) != n:
         raise ValueError(f"write_h5: {len(image_ids)} image ids for {n} rows")
@@ -161,7 +161,7 @@ class ProposalReader:
     image ids (`check_rows`), each image's rows validated (`valid_rows`) and counted when dropped."""
 
     def __init__(self, path, image_ids: list[int], num_classes: int, *, warn: bool = True):
-        from misc.io import open_h5
+        from nbt.misc.io import open_h5
         self.path, self.num_classes, self.warn = str(path), num_classes, warn
         self.f = open_h5(path, ("dets_labels",))
         try:

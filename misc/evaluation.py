@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from misc.transforms import box_iou
+from nbt.misc.transforms import box_iou
 
 
 class CaptionEvaluator:
@@ -98,7 +98,7 @@ class CaptionEvaluator:
         }
 
     def evaluate(self) -> dict:
-        from misc.metrics import score_captions
+        from nbt.misc.metrics import score_captions
         hyps = {k: v["caption"] for k, v in self.preds.items()}
         overall, per_image = score_captions(self.refs, hyps, meteor=self.meteor, spice=self.spice)
         for k, v in per_image.items():
@@ -130,7 +130,7 @@ def mentions(text: str, words: set[str]) -> bool:
 def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool) -> dict:
     """Per held-out class: DCC F1 (an image is positive when its references mention the object, a
     prediction when the caption does) and METEOR / CIDEr on its novel images; then averages."""
-    from misc.metrics import score_captions
+    from nbt.misc.metrics import score_captions
     per_class = {}
     for cls in novel_classes:
         words = mention_words(cls, bundle)

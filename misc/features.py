@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from misc.io import DataError, read_json
+from nbt.misc.io import DataError, read_json
 
 
 class CachedImage(NamedTuple):

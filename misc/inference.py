@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from misc.decoding import beam_search, select_constraints
-from misc.runtime import autocast, to_device
-from misc.slot_filling import Caption, fill_slots
+from nbt.misc.decoding import beam_search, select_constraints
+from nbt.misc.runtime import autocast, to_device
+from nbt.misc.slot_filling import Caption, fill_slots
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def spice_available() -> bool:
 
 def simple_tokenize(text: str) -> str:
     """Without Java: spaCy's rules (misc.vocab.tokenize), which split and drop punctuation as PTB does."""
-    from misc.vocab import tokenize as words
+    from nbt.misc.vocab import tokenize as words
     return " ".join(words(text))
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from misc.attention import AdditiveAttention, additive_scores
-from misc.decoder_base import CaptionDecoder
-from misc.grouping import RegionGrouping
-from misc.regions import RegionEncoder, expand_features
-from misc.slot_heads import SlotHeads
+from nbt.misc.attention import AdditiveAttention, additive_scores
+from nbt.misc.decoder_base import CaptionDecoder
+from nbt.misc.grouping import RegionGrouping
+from nbt.misc.regions import RegionEncoder, expand_features
+from nbt.misc.slot_heads import SlotHeads
 
 NEG = -1e4    # masked log-probability (finite, so fp16 / bf16 stay finite)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from misc.io import atomic_path
+from nbt.misc.io import atomic_path
 
 _WARNED: set[str] = set()
 

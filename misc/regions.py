@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from pooling.roi_align import pool_regions
+from nbt.pooling.roi_align import pool_regions
 
 
 class CachedRegions(NamedTuple):

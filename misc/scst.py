@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from misc.decoder_base import feedback_tokens
-from misc.decoding import greedy, pointed_slot_logp
-from misc.io import read_json
-from misc.regions import expand_features
-from misc.cider import CiderD
+from nbt.misc.decoder_base import feedback_tokens
+from nbt.misc.decoding import greedy, pointed_slot_logp
+from nbt.misc.io import read_json
+from nbt.misc.regions import expand_features
+from nbt.misc.cider import CiderD
 
 
 class SelfCritical:

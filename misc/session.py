@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from misc.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from misc.config import Options
-from misc.dataset import CaptionDataset, DataBundle
-from misc.inference import Decoding
-from misc.io import DataError, atomic_write_json, read_json
-from misc.runtime import setup_runtime
-from misc.trainer import (ProgressLog, StopRequest, TrainState, apply_noc_word_map, build_model, build_optimizer,
+from nbt.misc.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from nbt.misc.config import Options
+from nbt.misc.dataset import CaptionDataset, DataBundle
+from nbt.misc.inference import Decoding
+from nbt.misc.io import DataError, atomic_write_json, read_json
+from nbt.misc.runtime import setup_runtime
+from nbt.misc.trainer import (ProgressLog, StopRequest, TrainState, apply_noc_word_map, build_model, build_optimizer,
                           evaluate, format_duration, format_table, make_loader, scst_active, set_lr,
                           train_one_epoch)
 
@@ -52,7 +52,7 @@ def run_dir(opt: Options) -> Path:
         return Path(opt.checkpoint_path) / opt.id
     if opt.start_from:
         p = Path(opt.start_from)
-        return p if p.is_dir() else p.parent
+        return p.parent if p.is_file() or p.suffix == ".pth" else p
     return Path(opt.checkpoint_path) / (Path(opt.path_opt).stem if opt.path_opt else "run")
 
 
@@ -216,7 +216,7 @@ def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     scst = None
     if opt.self_critical or opt.self_critical_after >= 0:
-        from misc.scst import SelfCritical
+        from nbt.misc.scst import SelfCritical
         scst = SelfCritical(bundle, opt)
     return Run(opt, bundle, model, raw, optimizer, scaler, state, out_dir, device, rank, world, scst=scst)
 
@@ -325,7 +325,7 @@ def decoding_name(opt: Options) -> str:
 
 def results_path(opt: Options, split: str) -> Path:
     p = Path(opt.start_from)
-    name = opt.id or (p.stem if p.is_file() else p.name)
+    name = opt.id or (p.stem if p.is_file() or p.suffix == ".pth" else p.name)
     return Path("eval_results") / f"{name}_{split}_{decoding_name(opt)}.json"
 
 

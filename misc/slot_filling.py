@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from misc.decoding import Decoded
-from misc.vocab import Vocabulary
+from nbt.misc.decoding import Decoded
+from nbt.misc.vocab import Vocabulary
 
 
 @dataclass

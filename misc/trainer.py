@@ -22,12 +22,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from misc.captioner import build_captioner, read_glove
-from misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler, collate
-from misc.evaluation import CaptionEvaluator
-from misc.inference import Decoding, decode_batch, inference_mode
-from misc.losses import caption_targets, combine
-from misc.runtime import autocast, to_device
+from nbt.misc.captioner import build_captioner, read_glove
+from nbt.misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler, collate
+from nbt.misc.evaluation import CaptionEvaluator
+from nbt.misc.inference import Decoding, decode_batch, inference_mode
+from nbt.misc.losses import caption_targets, combine
+from nbt.misc.runtime import autocast, to_device
 
 XE_NAMES = {"lm": "words", "bn": "plural", "fg": "fine", "grp": "grouping"}   # loss sums -> reported names
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 
-from misc.io import DataError
-from misc.plurals import is_plural_noun, number_from_context, plurals
+from nbt.misc.io import DataError
+from nbt.misc.plurals import is_plural_noun, number_from_context, plurals
 
 
 def tokenize(text: str) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from misc.io import DataError
+from nbt.misc.io import DataError
 
 
 def _first_line(err: BaseException) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import _checkout  # noqa: F401  (`nbt` = this checkout)
 
-from prepro import prepro_dic_coco, world
+from nbt.prepro import prepro_dic_coco, world
 
 
 def prepare(cfg: world.WorldConfig, quiet: bool = False) -> None:

@@ -23,14 +23,15 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import _checkout  # noqa: F401  (`nbt` = this checkout)
 
 import numpy as np
 from tqdm import tqdm
 
-from misc.detector import FasterRCNN, detections_from_json, valid_rows, write_h5
-from misc.io import DataError, open_h5, read_json
-from misc.transforms import load_image
-from misc.vocab import ClassNames
+from nbt.misc.detector import FasterRCNN, detections_from_json, valid_rows, write_h5
+from nbt.misc.io import DataError, open_h5, read_json
+from nbt.misc.transforms import load_image
+from nbt.misc.vocab import ClassNames
 
 
 def from_json(dic: dict, classes: ClassNames, path: str) -> list[np.ndarray]:

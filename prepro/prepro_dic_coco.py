@@ -28,14 +28,15 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import _checkout  # noqa: F401  (`nbt` = this checkout)
 
 import numpy as np
 from tqdm import tqdm
 
-from misc.annotations import BoxIndex
-from misc.io import DataError, atomic_write_json, read_json
-from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, tokenize, word_to_lemma
-from prepro.splits import NOC_KEYS, held_out_from_split, index_robust, noc_split, robust_split, split_of_image
+from nbt.misc.annotations import BoxIndex
+from nbt.misc.io import DataError, atomic_write_json, read_json
+from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, tokenize, word_to_lemma
+from nbt.prepro.splits import NOC_KEYS, held_out_from_split, index_robust, noc_split, robust_split, split_of_image
 
 DCC_HELD_OUT = "bottle,bus,couch,microwave,pizza,tennis racket,suitcase,zebra"
 
@@ -193,7 +194,7 @@ def document_frequency(images: list[list[list[str]]], n_max: int = 4, quiet: boo
             owner.append(i)
     base = len(words) + 1
     if base ** n_max >= 2 ** 63:                          # codes would overflow: the plain count
-        from misc.cider import document_frequency as plain
+        from nbt.misc.cider import document_frequency as plain
         return plain([[" ".join(c) for c in captions] for captions in images], n_max)
     ids = np.asarray(flat, np.int64)                      # (T,) all tokens, caption after caption
     lengths = np.asarray(lengths, np.int64)

@@ -21,17 +21,18 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import _checkout  # noqa: F401  (`nbt` = this checkout)
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from misc.backbone import build_backbone
-from misc.config import ConfigError, build_options
-from misc.dataset import CaptionDataset, DataBundle
-from misc.io import DataError, atomic_path, atomic_write_json
-from misc.transforms import box_area, load_image, resize_with_boxes, to_tensor
-from pooling.roi_align import pool_regions
+from nbt.misc.backbone import build_backbone
+from nbt.misc.config import ConfigError, build_options
+from nbt.misc.dataset import CaptionDataset, DataBundle
+from nbt.misc.io import DataError, atomic_path, atomic_write_json
+from nbt.misc.transforms import box_area, load_image, resize_with_boxes, to_tensor
+from nbt.pooling.roi_align import pool_regions
 
 
 def _load(ds: CaptionDataset, row: int, size: int):

@@ -27,15 +27,16 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import _checkout  # noqa: F401  (`nbt` = this checkout)
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from misc.detector import write_h5
-from misc.io import atomic_write_json, atomic_write_text
-from misc.transforms import box_iou
-from prepro.splits import noc_split, robust_split
-from prepro.world_grammar import CaptionGrammar, Group
+from nbt.misc.detector import write_h5
+from nbt.misc.io import atomic_write_json, atomic_write_text
+from nbt.misc.transforms import box_iou
+from nbt.prepro.splits import noc_split, robust_split
+from nbt.prepro.world_grammar import CaptionGrammar, Group
 
 # category -> (hollow word, filled word); the category word itself is a fine-grained word too.
 CATEGORIES: dict[str, tuple[str, str]] = {

@@ -10,6 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402,F401  (`nbt` = this checkout)
 # ../shared/data next to the checkout (or next to a folder above it: worktrees live one level deeper)
 SHARED = next((p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
               ROOT.parent / "shared" / "data")
@@ -17,9 +18,9 @@ COCO_MINI = SHARED / "coco-mini"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-from misc.config import options_from_dict  # noqa: E402
-from prepro.prepare_world import prepare  # noqa: E402
-from prepro.world import WorldConfig  # noqa: E402
+from nbt.misc.config import options_from_dict  # noqa: E402
+from nbt.prepro.prepare_world import prepare  # noqa: E402
+from nbt.prepro.world import WorldConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +54,6 @@ def tiny_opt(world_dir):
 @pytest.fixture(scope="session")
 def world_run(world_dir):
     """A one-iteration (randomly initialised) world run, for the demo and the web page."""
-    from misc.session import train
+    from nbt.misc.session import train
     opt = world_options(world_dir, id="demo_run", max_iters=1, eval_split="", region_grouping=True)
     return train(opt)["dir"]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from misc.api import NBTCaptioner
-from misc.io import read_json
+from nbt.misc.api import NBTCaptioner
+from nbt.misc.io import read_json
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_boxes_are_in_original_pixels_for_a_picture_of_another_size(cap):
 def test_the_result_is_typed_documented_and_json_ready(cap):
     import json
 
-    from misc.api import CaptionResult
+    from nbt.misc.api import CaptionResult
     path, _ = world_image(cap)
     [r] = cap.generate([path], beam_size=2)
     assert isinstance(r, CaptionResult) and isinstance(r.caption, str) and r.tagged == r["tagged"]
@@ -108,7 +108,7 @@ def test_the_result_is_typed_documented_and_json_ready(cap):
 ])
 def test_bad_proposal_rows_are_an_error_naming_image_and_row(cap, row, says):
     """NaN boxes used to crash the process inside roi_align; bad classes were an IndexError."""
-    from misc.io import DataError
+    from nbt.misc.io import DataError
     path, _ = world_image(cap)
     rows = np.array([[1, 1, 20, 20, 1, 0.9], row], np.float64)
     with pytest.raises(DataError) as err:
@@ -117,7 +117,7 @@ def test_bad_proposal_rows_are_an_error_naming_image_and_row(cap, row, says):
 
 
 def test_proposals_with_the_wrong_shape_are_an_error(cap):
-    from misc.io import DataError
+    from nbt.misc.io import DataError
     img = Image.new("RGB", (50, 40))
     with pytest.raises(DataError, match=r"image 0: proposals expected rows of 6 values .* shape \(2, 5\)"):
         cap.generate([img], [np.zeros((2, 5))])
@@ -143,7 +143,7 @@ def test_bad_arguments_are_one_line_value_errors(cap, kwargs, says):
 
 
 def test_unreadable_images_name_the_image(cap, tmp_path):
-    from misc.io import DataError
+    from nbt.misc.io import DataError
     with pytest.raises(DataError, match="image 1: unreadable image .*not an image file"):
         cap.generate([Image.new("RGB", (8, 8)), b"not an image"], [np.zeros((0, 6))] * 2)
     with pytest.raises(DataError, match="missing.jpg"):
@@ -161,7 +161,7 @@ def test_uploads_as_bytes_and_arrays_are_recognised_as_the_runs_own(cap):
 
 def test_a_photo_on_a_world_run_is_one_line_naming_the_reason(cap):
     """A world run shares no class with torchvision's COCO detector: no download is tried."""
-    from misc.io import DataError
+    from nbt.misc.io import DataError
     photo = Image.fromarray(np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8))
     with pytest.raises(DataError) as err:
         cap.generate([photo])

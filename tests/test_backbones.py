@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import ROOT, world_options
-from misc.backbone import SPECS, Backbone
-from misc.io import DataError
+from nbt.misc.backbone import SPECS, Backbone
+from nbt.misc.io import DataError
 
 NEW = ["inception_v3", "densenet121", "densenet161"]
 CROP = 80                                          # Inception v3 needs at least 75 pixels
@@ -32,7 +32,7 @@ def backbones():
 
 @pytest.fixture(scope="module")
 def world_batch(world_dir):
-    from misc.dataset import CaptionDataset, DataBundle, collate
+    from nbt.misc.dataset import CaptionDataset, DataBundle, collate
     opt = world_options(world_dir, image_size=CROP + 8, image_crop_size=CROP)
     bundle = DataBundle.load(opt)
     batches = {}
@@ -60,12 +60,12 @@ def test_new_backbones_give_a_conv_map_and_freeze_like_the_resnets(backbones, na
     *[("inception_v3", m) for m in ("topdown", "updown_plain", "showtell", "aoanet")],   # its odd map geometry
     ("densenet121", "topdown"), ("densenet161", "aoanet")])
 def test_every_captioning_model_runs_on_the_new_backbones(backbones, world_batch, monkeypatch, name, att_model):
-    import misc.captioner
-    from misc.captioner import build_captioner
-    from misc.decoding import beam_search
+    import nbt.misc.captioner
+    from nbt.misc.captioner import build_captioner
+    from nbt.misc.decoding import beam_search
     bundle, batches = world_batch
     batch = batches[att_model == "topdown"]
-    monkeypatch.setattr(misc.captioner, "build_backbone", lambda o: backbones[o.cnn_backend])
+    monkeypatch.setattr(nbt.misc.captioner, "build_backbone", lambda o: backbones[o.cnn_backend])
     opt = world_options(ROOT, cnn_backend=name, att_model=att_model, image_crop_size=CROP,
                         finetune_cnn=False, aoa_heads=2, aoa_refine_layers=1)
     torch.manual_seed(0)
@@ -93,8 +93,8 @@ def test_no_cnn_weights_offline_is_one_line_naming_the_flags(offline, name):
 
 def test_the_coco_config_offline_fails_in_one_line_at_the_cnn(offline):
     """cfgs/normal_coco_res101.yml asks for ImageNet ResNet-101 weights from torchvision."""
-    from misc.captioner import build_captioner
-    from misc.config import build_options
+    from nbt.misc.captioner import build_captioner
+    from nbt.misc.config import build_options
     opt = build_options(["--path_opt", str(ROOT / "cfgs" / "normal_coco_res101.yml")])
     assert opt.cnn_backend == "res101" and opt.pretrained_cnn and not opt.cnn_weights
     with pytest.raises(DataError, match=r"no resnet101 CNN weights: resnet101-\w+\.pth is not in .*--cnn_weights PATH"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import world_options
-from misc.calibration import detection_scores, precision_threshold, resolve_score_thresholds
+from nbt.misc.calibration import detection_scores, precision_threshold, resolve_score_thresholds
 
 
 def test_threshold_is_the_lowest_score_keeping_the_precision():
@@ -39,8 +39,8 @@ def rescaled_h5(src, dst, rescale):
 
 
 def test_world_detector_rescaled_to_low_scores_gives_the_same_constraints_and_targets(world_dir, tmp_path):
-    from misc.dataset import CaptionDataset, DataBundle, collate
-    from misc.decoding import select_constraints
+    from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+    from nbt.misc.decoding import select_constraints
     low = tmp_path / "low.h5"
     rescaled_h5(world_dir / "world_detection.h5", low, lambda s: 0.4 * s ** 2)
     opts = [world_options(world_dir, "noc"), world_options(world_dir, "noc", proposal_h5=str(low))]
@@ -60,7 +60,7 @@ def test_world_detector_rescaled_to_low_scores_gives_the_same_constraints_and_ta
 
 
 def test_explicit_thresholds_are_kept_and_missing_data_falls_back_to_the_original(world_dir, capsys):
-    from misc.dataset import DataBundle
+    from nbt.misc.dataset import DataBundle
     opt = world_options(world_dir, cbs_score_thresh=0.55, pos_score_thresh=0.3)
     bundle = DataBundle.load(opt)
     assert (bundle.opt.cbs_score_thresh, bundle.opt.pos_score_thresh) == (0.55, 0.3)
@@ -72,7 +72,7 @@ def test_explicit_thresholds_are_kept_and_missing_data_falls_back_to_the_origina
 def test_world_thresholds_are_those_the_world_was_tuned_with(world_dir):
     """The world's detector was tuned with the original's 0.5 for pointer targets: the default
     precision reproduces it (within the score spacing of the detector)."""
-    from misc.dataset import DataBundle
+    from nbt.misc.dataset import DataBundle
     bundle = DataBundle.load(world_options(world_dir))
     scores, correct, n = detection_scores(bundle)
     assert n == len(bundle.rows("train")) and len(scores) == len(correct) > 100

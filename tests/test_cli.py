@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from misc.config import DEAD_OPTIONS, ConfigError, Options, build_options, format_help, help_defaults
+from nbt.misc.config import DEAD_OPTIONS, ConfigError, Options, build_options, format_help, help_defaults
 
 # Every main.py command line of the original project's README (github.com/jiasenlu/NeuralBabyTalk),
 # verbatim, including its flags that our parser must accept unchanged.
@@ -58,8 +58,8 @@ def test_every_config_name_of_the_original_exists():
 
 @pytest.mark.parametrize("name", sorted(DEAD_OPTIONS))
 def test_dead_options_of_the_original_are_accepted_with_a_notice(name, capsys):
-    import misc.config
-    misc.config._noticed.discard(name)
+    import nbt.misc.config
+    nbt.misc.config._noticed.discard(name)
     opt = build_options([f"--{name}", "1", "--batch_size", "4"])
     assert opt.batch_size == 4 and not hasattr(opt, name)
     err = capsys.readouterr().err
@@ -147,7 +147,7 @@ ORIGINAL_DATA_README = [
 
 @pytest.mark.parametrize("line", ORIGINAL_DATA_README)
 def test_original_prepro_commands_parse(line):
-    from prepro.prepro_dic_coco import build_parser
+    from nbt.prepro.prepro_dic_coco import build_parser
     args = build_parser().parse_args(shlex.split(line))
     assert args.output_dic.endswith("dic_coco.json") and args.class_name_file == "data/coco/coco_class_name.txt"
     assert build_parser().parse_args(["--output_dic", "a", "--output_cap", "b"]).output_cap == "b"

@@ -6,10 +6,10 @@ import h5py
 import pytest
 
 from conftest import COCO_MINI, ROOT
-from misc.config import options_from_dict
-from misc.dataset import CaptionDataset, DataBundle, collate
-from misc.vocab import ClassNames, VisualWordMatcher
-from prepro import prepro_det, prepro_dic_coco
+from nbt.misc.config import options_from_dict
+from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+from nbt.misc.vocab import ClassNames, VisualWordMatcher
+from nbt.prepro import prepro_det, prepro_dic_coco
 
 pytestmark = pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
 CLASSES = ROOT / "data" / "coco" / "coco_class_name.txt"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not coco_scale.COCO_MINI.is_dir(), reason="../sh
 
 
 def test_coco_scale_code_path_on_2000_images(tmp_path):
-    from prepro import prepro_dic_coco
+    from nbt.prepro import prepro_dic_coco
     data = coco_scale.generate(tmp_path / "coco_scale", n_images=2000, quiet=True)
     karpathy = json.loads((data / "dataset_coco.json").read_text())["images"]
     assert len(karpathy) == 2000 and all(len(im["sentences"]) == 5 for im in karpathy)

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from misc.config import ConfigError, build_options, parse_bool
+from nbt.misc.config import ConfigError, build_options, parse_bool
 
 
 def test_command_line_overrides_yaml(tmp_path):

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import ROOT, world_options
-from misc import npz_cache
-from misc.annotations import BoxIndex
-from misc.captions import CaptionStore
-from misc.dataset import CaptionDataset, DataBundle
-from misc.transforms import box_iou
+from nbt.misc import npz_cache
+from nbt.misc.annotations import BoxIndex
+from nbt.misc.captions import CaptionStore
+from nbt.misc.dataset import CaptionDataset, DataBundle
+from nbt.misc.transforms import box_iou
 
 COCO_MINI = next((p / "shared" / "data" / "coco-mini" for p in ROOT.parents[:2]
                   if (p / "shared" / "data" / "coco-mini").is_dir()), None)
@@ -115,7 +115,7 @@ def test_baseline_targets_have_no_visual_words(world_dir):
 
 @pytest.mark.skipif(COCO_MINI is None, reason="../shared/data/coco-mini not present")
 def test_real_captions_give_the_targets_of_token_lists(tmp_path):
-    from prepro import prepro_det, prepro_dic_coco
+    from nbt.prepro import prepro_det, prepro_dic_coco
     ann, classes = COCO_MINI / "annotations", ROOT / "data" / "coco" / "coco_class_name.txt"
     assert prepro_dic_coco.main([
         "--captions_json", str(ann / "captions_train2017.json"), str(ann / "captions_val2017.json"),
@@ -124,7 +124,7 @@ def test_real_captions_give_the_targets_of_token_lists(tmp_path):
     assert prepro_det.main(["--input_dic", str(tmp_path / "dic.json"), "--class_name_file", str(classes),
                             "--output_h5", str(tmp_path / "det.h5"),
                             "--from_json", str(COCO_MINI / "detections_fastestdet.json")]) == 0
-    from misc.config import options_from_dict
+    from nbt.misc.config import options_from_dict
     opt = options_from_dict(dict(
         dataset="coco", input_json=str(tmp_path / "cap.json"), input_dic=str(tmp_path / "dic.json"),
         image_path=str(COCO_MINI), proposal_h5=str(tmp_path / "det.h5"),
@@ -145,8 +145,8 @@ def test_a_crop_that_keeps_the_claimed_classes_keeps_the_match(world_dir):
     captions = [(b.matcher, b.boxes.present_classes(b.dic["images"].image_id(r)), c)
                 for r in range(len(b.captions)) for c in b.captions[r]]
     if COCO_MINI is not None:          # real English as well: bigrams, plurals, unmatched words
-        from misc.vocab import ClassNames, VisualWordMatcher
-        from prepro.prepro_dic_coco import tokenize
+        from nbt.misc.vocab import ClassNames, VisualWordMatcher
+        from nbt.prepro.prepro_dic_coco import tokenize
         coco = ClassNames.read(ROOT / "data" / "coco" / "coco_class_name.txt")
         m = VisualWordMatcher(coco)
         for split in ("train2017", "val2017"):
@@ -242,7 +242,7 @@ def test_read_only_data_folder_loads_without_cache_and_one_warning(world_dir, tm
 
 
 def test_malformed_caption_files_name_the_file_and_entry(world_dir, tmp_path):
-    from misc.io import DataError
+    from nbt.misc.io import DataError
     opt = _world_copy(world_dir, tmp_path)
     path = tmp_path / "cap_world.json"
     caps = json.loads(path.read_text())

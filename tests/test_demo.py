@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-import demo
-from misc.config import ConfigError
+from nbt import demo
+from nbt.misc.config import ConfigError
 from conftest import COCO_MINI
 
 
@@ -44,9 +44,9 @@ def test_demo_bad_input_one_line(world_run, tmp_path, capsys):
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
 def test_demo_on_real_coco_mini_photos(tmp_path, monkeypatch, capsys):
-    from misc.session import train
+    from nbt.misc.session import train
     from test_coco_mini import mini_options
-    from prepro import prepro_det, prepro_dic_coco
+    from nbt.prepro import prepro_det, prepro_dic_coco
     ann = COCO_MINI / "annotations"
     from test_coco_mini import CLASSES
     prepro_dic_coco.main(["--captions_json", str(ann / "captions_train2017.json"), str(ann / "captions_val2017.json"),
@@ -93,7 +93,7 @@ def test_demo_on_real_coco_mini_photos(tmp_path, monkeypatch, capsys):
 def test_help_lists_every_option_with_a_description(capsys):
     assert demo.main(["--help"]) == 0
     out = capsys.readouterr().out
-    from misc.config import Options
+    from nbt.misc.config import Options
     for name in demo.DEMO_KEYS:
         assert f"--{name}\n      {Options.fields()[name].metadata['help'][:30]}" in out
     assert "--demo_min_score" in out and "(default: 0.5)" in out and "(default: 'save/world')" in out

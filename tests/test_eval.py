@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import SHARED
-from misc.metrics import java_available, score_captions
+from nbt.misc.metrics import java_available, score_captions
 
 METRICS = SHARED / "caption-metrics"
 
@@ -34,7 +34,7 @@ def test_spice_is_skipped_not_crashing():
 
 
 def _bundle():
-    from misc.vocab import ClassNames, Vocabulary
+    from nbt.misc.vocab import ClassNames, Vocabulary
     classes = ClassNames(("circle", "hexagon"), (("circle", "ring", "disc"), ("hexagon", "nut", "cell")))
     vocab = Vocabulary({"1": "a", "2": "UNK"}, classes, {"nut": "nuts", "cell": "cells", "hexagon": "hexagons",
                                                            "circle": "circles", "ring": "rings", "disc": "discs"})
@@ -42,7 +42,7 @@ def _bundle():
 
 
 def test_noc_f1_by_the_dcc_definition():
-    from misc.evaluation import noc_scores
+    from nbt.misc.evaluation import noc_scores
     refs = {1: ["a red nut"], 2: ["two blue cells here"], 3: ["a ring"], 4: ["a disc"]}
     preds = {1: {"caption": "a nut"}, 2: {"caption": "a ring"}, 3: {"caption": "two hexagons"}, 4: {"caption": "a disc"}}
     out = noc_scores(preds, refs, [2], _bundle(), meteor=False)
@@ -53,8 +53,8 @@ def test_noc_f1_by_the_dcc_definition():
 
 
 def test_grounding_report_counts():
-    from misc.evaluation import CaptionEvaluator
-    from misc.slot_filling import Caption
+    from nbt.misc.evaluation import CaptionEvaluator
+    from nbt.misc.slot_filling import Caption
     b = _bundle()
     b.captions = [[["a", "ring"]]]
     ev = CaptionEvaluator(b, meteor=False)
@@ -71,7 +71,7 @@ def test_grounding_report_counts():
 
 
 def test_count_report_reads_group_sizes_and_number_words():
-    from tools.count_report import report
+    from nbt.tools.count_report import report
     instances = {"categories": [{"id": 1, "name": "circle"}], "annotations": [
         {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "attributes": {"colour": "red"}},
         {"image_id": 1, "category_id": 1, "bbox": [20, 0, 10, 10], "attributes": {"colour": "red"}},

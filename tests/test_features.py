@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import world_options
-from misc.dataset import CaptionDataset, DataBundle, collate
-from misc.io import DataError
-from pooling.roi_align import pool_regions
-from prepro.prepro_features import build_cache
+from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+from nbt.misc.io import DataError
+from nbt.pooling.roi_align import pool_regions
+from nbt.prepro.prepro_features import build_cache
 
 
 def test_cached_features_train_and_match_the_cnn(world_dir, tmp_path):
@@ -23,7 +23,7 @@ def test_cached_features_train_and_match_the_cnn(world_dir, tmp_path):
     item = ds[(0, 0)]
     assert item["image"].shape == (32 + 8, 8, 8)                  # (D, h, w) conv map (+ colour skip), no image
     # the cached row equals the CNN applied to the eval-transformed image (float16 storage)
-    from misc.backbone import build_backbone
+    from nbt.misc.backbone import build_backbone
     torch.manual_seed(opt.seed)
     net = build_backbone(opt).eval()
     raw = CaptionDataset(DataBundle.load(opt), "val", train=False)[(0, 0)]
@@ -38,7 +38,7 @@ def test_cached_features_train_and_match_the_cnn(world_dir, tmp_path):
     R = batch["proposals"].shape[1]
     assert batch["region_feats"].shape == (4, R, 40)
     assert not batch["region_feats"][~batch["prop_mask"]].any()   # padding rows are zeros
-    from misc.session import train
+    from nbt.misc.session import train
     run = train(dataclasses.replace(cached, id="cached", max_iters=3, eval_split=""))
     assert run["state"]["iteration"] == 3
 
@@ -74,8 +74,8 @@ def test_cache_refuses_other_proposals_crop_sizes_and_old_layouts(world_dir, tmp
 
 
 def _train_and_evaluate(opt, epochs: int):
-    from misc.runtime import seed_everything
-    from misc.trainer import TrainState, build_model, build_optimizer, evaluate, make_loader, train_one_epoch
+    from nbt.misc.runtime import seed_everything
+    from nbt.misc.trainer import TrainState, build_model, build_optimizer, evaluate, make_loader, train_one_epoch
     bundle, cpu = DataBundle.load(opt), torch.device("cpu")
     seed_everything(opt.seed)
     model = build_model(opt, bundle, cpu)
@@ -111,7 +111,7 @@ def test_training_from_cached_regions_gives_the_metrics_of_training_from_images(
     assert losses[-1] < 0.6 * losses[0] and result["overall"]["CIDEr"] > 0.3      # it learned something
     assert np.allclose(cached_losses, losses, rtol=1e-4, atol=0)
     assert _metrics(cached) == pytest.approx(_metrics(result), abs=1e-9)
-    from misc.trainer import evaluate
+    from nbt.misc.trainer import evaluate
     half = build_cache(opt, tmp_path / "f16", batch_size=64)
     bundle = DataBundle.load(dataclasses.replace(opt, cached_features=str(half)))
     model.cached, backbone, model.backbone = True, model.backbone, None
@@ -124,7 +124,7 @@ def test_training_from_cached_regions_gives_the_metrics_of_training_from_images(
 
 
 def test_features_that_overflow_float16_are_refused_not_written(world_dir, tmp_path, capsys):
-    from prepro import prepro_features
+    from nbt.prepro import prepro_features
     opt = world_options(world_dir, cnn_backend="res101", pretrained_cnn=False, finetune_cnn=False,
                         image_size=128, image_crop_size=128)
     with pytest.raises(DataError, match="do not fit float16"):          # random weights, no batch norm

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import COCO_MINI, ROOT, world_options
-from misc.dataset import CaptionDataset, DataBundle, collate
-from misc.detector import detections_from_json, valid_rows, write_h5
-from misc.io import DataError
-from misc.vocab import ClassNames, Vocabulary, build_vocab
-from prepro import prepro_det, prepro_dic_coco
-from misc.cider import document_frequency
+from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+from nbt.misc.detector import detections_from_json, valid_rows, write_h5
+from nbt.misc.io import DataError
+from nbt.misc.vocab import ClassNames, Vocabulary, build_vocab
+from nbt.prepro import prepro_det, prepro_dic_coco
+from nbt.misc.cider import document_frequency
 
 CLASSES = ROOT / "data" / "coco" / "coco_class_name.txt"
 ANN = COCO_MINI / "annotations"
@@ -211,8 +211,8 @@ def test_prepro_det_writes_the_dics_image_ids(tmp_path):
 
 # -- grounding report ---------------------------------------------------------------------------------
 def _evaluate(classes, gt, grounding):
-    from misc.evaluation import CaptionEvaluator
-    from misc.slot_filling import Caption
+    from nbt.misc.evaluation import CaptionEvaluator
+    from nbt.misc.slot_filling import Caption
     b = SimpleNamespace(classes=classes, vocab=Vocabulary({"1": "a", "2": "UNK"}, classes), captions=[[["a"]]])
     ev = CaptionEvaluator(b, meteor=False)
     cap = Caption("a", "a", grounding, 0.0)

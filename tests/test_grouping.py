@@ -2,7 +2,7 @@
 
 import torch
 
-from misc.grouping import RegionGrouping, batched_iou, group_targets, grouping_loss_sum, pair_geometry
+from nbt.misc.grouping import RegionGrouping, batched_iou, group_targets, grouping_loss_sum, pair_geometry
 
 
 def _props(boxes, classes):
@@ -150,7 +150,7 @@ def test_groups_are_read_from_the_captions_without_annotated_groups(world_dir):
     import numpy as np
 
     from conftest import world_options
-    from misc.dataset import CaptionDataset, DataBundle
+    from nbt.misc.dataset import CaptionDataset, DataBundle
     bundle = DataBundle.load(world_options(world_dir))
     names = list(bundle.classes.names)
     circle, square, star = (names.index(n) + 1 for n in ("circle", "square", "star"))

@@ -101,8 +101,8 @@ def test_cbs_results_report_noc_f1_of_the_held_out_classes(indep):
 
 def test_category_ids_map_to_class_lines_by_name_not_by_id(indep):
     data = _ok(indep, "detections")
-    from misc.annotations import BoxIndex
-    from misc.vocab import ClassNames
+    from nbt.misc.annotations import BoxIndex
+    from nbt.misc.vocab import ClassNames
     classes = ClassNames.read(data / "indep_class_name.txt")
     assert list(classes.names) == list(CLASS_FILE_ORDER)
     ids = [BY_NAME[n].id for n in CLASS_FILE_ORDER]
@@ -130,7 +130,7 @@ def test_category_ids_map_to_class_lines_by_name_not_by_id(indep):
 def _plural_marks(data):
     """(surface, class-file word) of every token the project's matcher marks plural in the
     training captions, and every true plural there that it does not mark."""
-    from misc.vocab import ClassNames, VisualWordMatcher
+    from nbt.misc.vocab import ClassNames, VisualWordMatcher
     dic, caps = _read(prepro_paths(data)["dic"]), _read(prepro_paths(data)["cap"])
     classes = ClassNames.read(data / "indep_class_name.txt")
     matcher = VisualWordMatcher(classes)
@@ -202,7 +202,7 @@ def test_grounding_boxes_are_in_the_images_pixels(indep):
 def test_karpathy_file_and_robust_split_file_are_read(indep, tmp_path):
     """The same images through the other two input formats of the original."""
     data = _ok(indep, "prepro")
-    from prepro import prepro_dic_coco
+    from nbt.prepro import prepro_dic_coco
     cls = str(data / "indep_class_name.txt")
     assert prepro_dic_coco.main(["--input_json", str(data / "dataset_indep.json"), "--class_name_file", cls,
                                  "--output_dic", str(tmp_path / "k_dic.json"),

@@ -3,8 +3,8 @@ a one-line message (DataError) naming the file, image or row, never a traceback 
 import pytest
 import torch
 
-from misc.checkpoint import load_checkpoint
-from misc.io import DataError
+from nbt.misc.checkpoint import load_checkpoint
+from nbt.misc.io import DataError
 
 
 @pytest.mark.parametrize("content, says", [
@@ -45,7 +45,7 @@ def sideways_jpeg(path, orientation: int = 6):
 def test_exif_orientation_is_applied_when_an_image_is_read(tmp_path):
     import numpy as np
 
-    from misc.transforms import load_image
+    from nbt.misc.transforms import load_image
     im = load_image(sideways_jpeg(tmp_path / "phone.jpg"))
     a = np.asarray(im, np.float32)
     assert im.size == (20, 40)
@@ -56,22 +56,22 @@ def test_exif_orientation_is_applied_to_the_api_and_the_training_reader(world_ru
     import numpy as np
     from PIL import Image
 
-    from misc.api import NBTCaptioner
+    from nbt.misc.api import NBTCaptioner
     cap = NBTCaptioner.from_pretrained(world_run)
     path = sideways_jpeg(tmp_path / "phone.jpg")
     rows = np.array([[0, 0, 20, 20, 1, 0.9]], np.float32)     # the white upper half, upright
     for image in (path, Image.open(path)):
         [r] = cap.generate([image], [rows])
         assert (r.width, r.height) == (20, 40)
-    import misc.dataset
-    assert misc.dataset.load_image(path).size == (20, 40)
+    import nbt.misc.dataset
+    assert nbt.misc.dataset.load_image(path).size == (20, 40)
 
 
 def test_a_float_tiff_is_scaled_by_its_range_not_read_as_black(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from misc.transforms import load_image
+    from nbt.misc.transforms import load_image
     values = np.linspace(0.0, 1.0, 64 * 32, dtype=np.float32).reshape(32, 64)   # a 0..1 float image
     Image.fromarray(values, "F").save(tmp_path / "float.tif")
     im = load_image(tmp_path / "float.tif")
@@ -84,7 +84,7 @@ def test_a_float_tiff_without_finite_pixels_is_refused_with_a_message(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from misc.transforms import load_image
+    from nbt.misc.transforms import load_image
     Image.fromarray(np.full((8, 8), np.nan, np.float32), "F").save(tmp_path / "nan.tif")
     with pytest.warns(UserWarning, match="nan.tif.*no finite pixel"):
         assert load_image(tmp_path / "nan.tif") is None
@@ -94,7 +94,7 @@ def test_a_float_tiff_without_finite_pixels_is_refused_with_a_message(tmp_path):
 @pytest.fixture(scope="module")
 def coco_classes():
     from conftest import ROOT
-    from misc.vocab import ClassNames
+    from nbt.misc.vocab import ClassNames
     return ClassNames.read(ROOT / "data" / "coco" / "coco_class_name.txt")
 
 
@@ -111,7 +111,7 @@ def offline(monkeypatch):
 
 
 def test_no_detector_weights_offline_is_one_line_naming_the_flag(coco_classes, offline):
-    from misc.detector import FasterRCNN
+    from nbt.misc.detector import FasterRCNN
     with pytest.raises(DataError) as err:
         FasterRCNN(coco_classes)
     msg = str(err.value)
@@ -125,7 +125,7 @@ def test_no_detector_weights_offline_is_one_line_naming_the_flag(coco_classes, o
     ([torch.zeros(3)], "not a state dict"),
 ])
 def test_corrupt_detector_weights_are_one_line(coco_classes, tmp_path, content, says):
-    from misc.detector import FasterRCNN
+    from nbt.misc.detector import FasterRCNN
     path = tmp_path / "frcnn.pth"
     if isinstance(content, bytes):
         path.write_bytes(content)
@@ -137,15 +137,15 @@ def test_corrupt_detector_weights_are_one_line(coco_classes, tmp_path, content, 
 
 
 def test_a_detector_that_shares_no_class_with_the_run_is_refused_before_any_download(world_dir, offline):
-    from misc.detector import FasterRCNN
-    from misc.vocab import ClassNames
+    from nbt.misc.detector import FasterRCNN
+    from nbt.misc.vocab import ClassNames
     with pytest.raises(DataError, match=r"this run knows classes circle, .*; the detector .* names person, .*none in common"):
         FasterRCNN(ClassNames.read(world_dir / "world_class_name.txt"))
 
 
 # -- checkpoints through the demo -----------------------------------------------------------------
 def test_the_demo_given_a_bare_state_dict_says_so_in_one_line(tmp_path, capsys):
-    import demo
+    from nbt import demo
     torch.save({"w": torch.zeros(2)}, tmp_path / "model.pth")
     assert demo.main(["--start_from", str(tmp_path / "model.pth"), "--demo_out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -156,7 +156,7 @@ def test_the_demo_given_a_bare_state_dict_says_so_in_one_line(tmp_path, capsys):
 def test_validate_proposals_keeps_good_rows_clipped_and_names_each_bad_one():
     import numpy as np
 
-    from misc.proposals import validate_proposals
+    from nbt.misc.proposals import validate_proposals
     nan, inf = float("nan"), float("inf")
     rows = [[1, 2, 3, 4, 1, 0.5], [nan, 0, 1, 1, 1, 1], [0, 0, inf, 1, 1, 1], [5, 5, 1, 1, 1, 1],
             [0, 0, 10, 10, 9, 1], [0, 0, 10, 10, 1.5, 1], [200, 0, 300, 10, 1, 1], [-5, -5, 500, 500, 2, 0.3],

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from misc.attention import AdditiveAttention, additive_scores
-from misc.backbone import Backbone
-from misc.decoding import beam_search, greedy, select_constraints
-from misc.losses import caption_targets, combine, xe_loss_sums
-from misc.model import NBTDecoder
-from misc.regions import RegionEncoder
-from misc.slot_heads import SlotHeads
-from pooling.roi_align import pool_regions
+from nbt.misc.attention import AdditiveAttention, additive_scores
+from nbt.misc.backbone import Backbone
+from nbt.misc.decoding import beam_search, greedy, select_constraints
+from nbt.misc.losses import caption_targets, combine, xe_loss_sums
+from nbt.misc.model import NBTDecoder
+from nbt.misc.regions import RegionEncoder
+from nbt.misc.slot_heads import SlotHeads
+from nbt.pooling.roi_align import pool_regions
 
 V, C, H = 30, 4, 16
 FG_CLASS = [1, 1, 2, 2, 2, 3, 4, 4]
@@ -177,7 +177,7 @@ def test_all_steps_at_once_equals_the_per_step_reference(pointer, grouping, trai
     """NBTDecoder.forward computes the vocabulary softmax, sentinel and pointer once over all
     steps; CaptionDecoder.forward (the straightforward loop over step()) is the reference. Same
     log-probs, losses and gradients - in training with dropout too (the same masks are drawn)."""
-    from misc.decoder_base import CaptionDecoder
+    from nbt.misc.decoder_base import CaptionDecoder
     torch.manual_seed(0)
     dec = NBTDecoder(vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
                      input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
@@ -236,8 +236,8 @@ def test_beam_batched_equals_one_image_at_a_time():
 @pytest.mark.parametrize("name", ["nbt", "showtell", "aoanet"])
 def test_step_on_live_rows_equals_step_on_expanded_features(name):
     """Decoding steps only some rows, with features kept per image (img = image of each row)."""
-    from misc.baselines import build_baseline
-    from misc.regions import expand_features
+    from nbt.misc.baselines import build_baseline
+    from nbt.misc.regions import expand_features
     if name == "nbt":
         dec = tiny_decoder()
     else:
@@ -323,7 +323,7 @@ def test_cbs_unsatisfiable_returns_best_partial_with_warning():
 
 @pytest.mark.parametrize("name", ["showtell", "aoanet"])
 def test_baselines_shapes_decode_and_never_point(name):
-    from misc.baselines import build_baseline
+    from nbt.misc.baselines import build_baseline
     torch.manual_seed(0)
     dec = build_baseline(name, vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
                          input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,

@@ -26,3 +26,57 @@ def test_makefile_and_ci_use_the_same_install():
     ci = (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make test" in ci and "make test" in readme and "make quickstart" in readme
+
+
+GENERIC = {"misc", "tools", "prepro", "pooling", "main", "demo"}
+
+
+def test_the_wheel_is_one_package_nbt_with_its_configs_and_three_commands(tmp_path):
+    """Installed, the project claims the name `nbt` only (no top-level misc/, tools/, main ...)."""
+    import subprocess
+    import sys
+    import zipfile
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel = next(tmp_path.glob("nbt-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"nbt"}
+    assert GENERIC.isdisjoint(tops)
+    for module in ("nbt/__init__.py", "nbt/main.py", "nbt/demo.py", "nbt/misc/api.py", "nbt/pooling/roi_align.py",
+                   "nbt/prepro/prepro_dic_coco.py", "nbt/tools/web_demo.py", "nbt/cfgs/world.yml",
+                   "nbt/cfgs/normal_coco_res101.yml"):
+        assert module in names, module
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    scripts = zipfile.ZipFile(wheel).read(entry).decode()
+    for line in ("nbt-train = nbt.main:main", "nbt-demo = nbt.demo:main", "nbt-web = nbt.tools.web_demo:main"):
+        assert line in scripts
+
+
+def test_a_checkout_runs_its_own_code_even_with_another_nbt_on_the_path(tmp_path):
+    """`python main.py` from a checkout uses that checkout, not an installed or shadowing `nbt`."""
+    import subprocess
+    import sys
+    impostor = tmp_path / "nbt"
+    impostor.mkdir()
+    (impostor / "__init__.py").write_text("raise ImportError('the impostor nbt was imported')\n")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    for script in ("main.py", "demo.py", "prepro/prepro_det.py", "tools/web_demo.py"):
+        out = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and "impostor" not in out.stderr, (script, out.stderr[-1500:])
+
+
+def test_misc_imports_point_down_the_chain():
+    """misc/ (the library) never imports the commands or tools built on it."""
+    import ast
+    for path in sorted((ROOT / "misc").glob("*.py")) + sorted((ROOT / "pooling").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                parts = name.split(".")
+                assert parts[0] not in GENERIC, f"{path.name}: imports {name} (use nbt.{name})"
+                if parts[0] == "nbt":
+                    assert parts[1:2] in (["misc"], ["pooling"]), f"{path.name} imports {name}"

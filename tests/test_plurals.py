@@ -7,8 +7,8 @@ import warnings
 import pytest
 
 from conftest import COCO_MINI, ROOT
-from misc.plurals import number_from_context, plurals
-from misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, plural_forms, word_to_lemma
+from nbt.misc.plurals import number_from_context, plurals
+from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, plural_forms, word_to_lemma
 
 COCO_CLASSES = ROOT / "data" / "coco" / "coco_class_name.txt"
 
@@ -178,7 +178,7 @@ COCO_MINI_TEXT = {"skiing", "tied", "bedding", "bearing", "lighting", "lit", "sk
 
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
 def test_every_coco_mini_caption_against_the_table():
-    from prepro.prepro_dic_coco import tokenize
+    from nbt.prepro.prepro_dic_coco import tokenize
     caps = [tokenize(a["caption"]) for f in ("captions_train2017.json", "captions_val2017.json")
             for a in json.loads((COCO_MINI / "annotations" / f).read_text())["annotations"]]
     classes = _coco()
@@ -199,7 +199,7 @@ def test_every_coco_mini_caption_against_the_table():
 
 
 def test_raw_captions_are_tokenized_with_possessives_split_and_numbers_whole():
-    from misc.vocab import tokenize
+    from nbt.misc.vocab import tokenize
     assert tokenize("A man's hat, next to 2 DOGS.") == ["a", "man", "'s", "hat", "next", "to", "2", "dogs"]
     assert tokenize("The clock says 8:25; it's a T-shirt") == ["the", "clock", "says", "8:25", "it", "'s", "a", "t", "shirt"]
     assert tokenize("holding an id and cant see") == ["holding", "an", "id", "and", "cant", "see"]

@@ -6,32 +6,45 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import ROOT, world_options
-from misc.checkpoint import load_checkpoint
-from misc.io import DataError
+from nbt.misc.checkpoint import load_checkpoint
+from nbt.misc.io import DataError
 from test_train import cli, run_main
 
 
 @pytest.fixture(scope="module")
 def first_run(world_dir):
-    from misc.session import train
+    from nbt.misc.session import train
     return train(world_options(world_dir, id="first", max_iters=2, eval_split="", region_grouping=True))["dir"]
 
 
 def test_resume_continues_in_the_folder_it_resumed_from(world_dir, first_run):
-    from misc.session import train
+    from nbt.misc.session import train
     before = load_checkpoint(f"{first_run}/model.pth")["iteration"]
     run = train(world_options(world_dir, start_from=first_run, max_iters=4, eval_split="", region_grouping=True))
     assert run["dir"] == first_run and load_checkpoint(f"{first_run}/model.pth")["iteration"] == before + 2
     assert not (world_dir / "save" / "run").exists()
 
 
+def test_every_shipped_config_resumes_and_evaluates_under_the_runs_own_name():
+    """The cfgs carry an `id` (as the original's did): it must not redirect `--start_from save/nu`."""
+    from nbt.misc.config import build_options
+    from nbt.misc.session import results_path, run_dir
+    for cfg in sorted((ROOT / "cfgs").glob("*.yml")):
+        opt = build_options(["--path_opt", str(cfg), "--start_from", "save/nu", "--max_epochs", "4"])
+        assert run_dir(opt) == Path("save/nu") and results_path(opt, "test").name == "nu_test_greedy.json", cfg.name
+        opt = build_options(["--path_opt", str(cfg), "--start_from", "save/nu", "--id", "nu2"])
+        assert run_dir(opt) == Path("save/nu2"), cfg.name
+        assert run_dir(build_options(["--path_opt", str(cfg)])) == Path("save") / cfg.stem, cfg.name
+
+
 def test_new_run_over_another_runs_checkpoints_is_refused_unless_overwrite(world_dir, first_run):
-    from misc.session import train
+    from nbt.misc.session import train
     opt = world_options(world_dir, id="first", max_iters=1, eval_split="")
     before = (world_dir / "save" / "first" / "model.pth").stat().st_mtime_ns
     with pytest.raises(DataError, match="already holds a run.*--overwrite"):
@@ -45,14 +58,14 @@ def test_new_run_over_another_runs_checkpoints_is_refused_unless_overwrite(world
 
 def test_resume_with_another_model_option_takes_the_checkpoints(world_dir, first_run):
     """--region_grouping False on a grouping run: the checkpoint defines the network."""
-    from misc.session import train
+    from nbt.misc.session import train
     run = train(world_options(world_dir, start_from=first_run, id="regrouped", max_iters=1, eval_split="",
                               region_grouping=False, max_epochs=2))
     assert load_checkpoint(f"{run['dir']}/model.pth")["config"]["region_grouping"] is True
 
 
 def test_second_process_on_a_locked_run_is_refused_with_its_pid(world_dir, tmp_path):
-    from misc.session import train
+    from nbt.misc.session import train
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
         f"os.makedirs({str(world_dir / 'save' / 'locked')!r}, exist_ok=True)\n"
@@ -71,7 +84,7 @@ def test_second_process_on_a_locked_run_is_refused_with_its_pid(world_dir, tmp_p
 
 
 def test_leftover_temporary_checkpoint_files_are_removed(world_dir, first_run):
-    from misc.session import train
+    from nbt.misc.session import train
     junk = [world_dir / "save" / "first" / ".model.pth.abc123.tmp", world_dir / "save" / "first" / ".epoch_1.pth.x.tmp"]
     for p in junk:
         p.write_bytes(b"half a checkpoint")
@@ -133,7 +146,7 @@ def test_progress_lines_reach_a_log_file_with_speed_and_time_left(world_dir, tmp
 
 def test_tensorboard_gets_slot_grouping_losses_and_grounding(world_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from misc.session import train
+    from nbt.misc.session import train
     run = train(world_options(world_dir, id="tb", max_epochs=1, eval_split="", train_max_images=16,
                               val_every_epoch=1, eval_max_images=8, region_grouping=True))
     acc = EventAccumulator(f"{run['dir']}/tb")
@@ -144,7 +157,7 @@ def test_tensorboard_gets_slot_grouping_losses_and_grounding(world_dir):
 
 
 def test_results_file_names_the_decoding_and_is_never_replaced_by_another_checkpoint(world_dir, first_run, tmp_path):
-    from misc.session import inference
+    from nbt.misc.session import inference
     os.chdir(tmp_path)
     try:
         opt = world_options(world_dir, start_from=first_run, eval_max_images=4, region_grouping=True)
@@ -167,7 +180,7 @@ def test_results_file_names_the_decoding_and_is_never_replaced_by_another_checkp
 
 
 def test_format_table_prints_scores_times_100():
-    from misc.trainer import format_table
+    from nbt.misc.trainer import format_table
     text = format_table({"overall": {"CIDEr": 1.2346, "METEOR": None}, "grounding": {"visual_words": 12,
                                                                                   "grounding_accuracy": 0.954}})
     assert "CIDEr" in text and "123.5" in text and "95.4" in text and "skipped" in text and "12" in text

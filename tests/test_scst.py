@@ -7,7 +7,7 @@ import torch
 from pycocoevalcap.cider.cider import Cider
 
 from conftest import SHARED, world_options
-from misc.cider import CiderD, document_frequency
+from nbt.misc.cider import CiderD, document_frequency
 
 METRICS = SHARED / "caption-metrics"
 
@@ -83,9 +83,9 @@ def test_word_id_scoring_with_repeated_images_unknown_ngrams_and_uneven_referenc
 
 @pytest.mark.parametrize("baseline", ["greedy", "mean"])
 def test_scst_step_updates_the_model(world_dir, baseline):
-    from misc.dataset import CaptionDataset, DataBundle, collate
-    from misc.scst import SelfCritical
-    from misc.trainer import build_model
+    from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+    from nbt.misc.scst import SelfCritical
+    from nbt.misc.trainer import build_model
     opt = world_options(world_dir, train_sample_n=3, scst_baseline=baseline)
     bundle = DataBundle.load(opt)
     batch = collate([CaptionDataset(bundle, "train", train=True)[(i, 0)] for i in range(4)])
@@ -99,8 +99,8 @@ def test_scst_step_updates_the_model(world_dir, baseline):
 
 
 def test_scst_renders_filled_captions(world_dir):
-    from misc.dataset import DataBundle
-    from misc.scst import SelfCritical
+    from nbt.misc.dataset import DataBundle
+    from nbt.misc.scst import SelfCritical
     bundle = DataBundle.load(world_options(world_dir))
     scst = SelfCritical(bundle, world_options(world_dir))
     V = bundle.vocab.size
@@ -111,7 +111,7 @@ def test_scst_renders_filled_captions(world_dir):
 
 
 def test_main_switches_to_scst_after_xe(world_dir):
-    from misc.session import train
+    from nbt.misc.session import train
     opt = world_options(world_dir, id="scst", max_epochs=2, self_critical_after=1, train_sample_n=2,
                         scst_learning_rate=1e-4, eval_split="", train_max_images=16)
     run = train(opt)
@@ -122,8 +122,8 @@ def test_main_switches_to_scst_after_xe(world_dir):
 def test_scst_keeps_batchnorm_statistics():
     """SCST fine-tunes the policy: BatchNorm layers normalise with, and do not update, their running
     statistics (one SCST epoch at a zero learning rate moved world test CIDEr by 5 points before)."""
-    from misc.backbone import TinyCNN
-    from misc.trainer import freeze_batchnorm_stats
+    from nbt.misc.backbone import TinyCNN
+    from nbt.misc.trainer import freeze_batchnorm_stats
     torch.manual_seed(0)
     net = TinyCNN(channels=8).train()
     before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}

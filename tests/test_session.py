@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from conftest import ROOT, world_options
-from misc.io import DataError
+from nbt.misc.io import DataError
 
 
 @pytest.fixture(scope="module")
 def tiny_run(world_dir):
-    from misc.session import train
+    from nbt.misc.session import train
     return train(world_options(world_dir, id="session_run", max_iters=2, eval_split=""))["dir"]
 
 
@@ -31,7 +31,7 @@ def test_inference_only_prints_table_writes_results_and_exits(world_dir, tiny_ru
 
 
 def test_checkpoint_of_other_vocabulary_is_refused(world_dir, tiny_run, tmp_path):
-    from misc.checkpoint import check_compatible, load_checkpoint
+    from nbt.misc.checkpoint import check_compatible, load_checkpoint
     ckpt = load_checkpoint(tiny_run)
     with pytest.raises(DataError, match="vocabulary"):
         check_compatible(ckpt, "0000000000000000", ckpt["classes"], "x")
@@ -44,9 +44,9 @@ def test_checkpoint_of_other_vocabulary_is_refused(world_dir, tiny_run, tmp_path
 
 
 def test_glove_vectors_and_noc_embedding_copy(world_dir, tmp_path):
-    from misc.captioner import read_glove
-    from misc.dataset import DataBundle
-    from misc.trainer import apply_noc_word_map, build_model
+    from nbt.misc.captioner import read_glove
+    from nbt.misc.dataset import DataBundle
+    from nbt.misc.trainer import apply_noc_word_map, build_model
     glove = tmp_path / "glove.txt"
     glove.write_text("circle 1 0 0 0\nsquare 0 1 0 0\nheart 0 0 1 0\n")
     names = ["circle", "square", "heart", "hot dog"]
@@ -67,7 +67,7 @@ def test_glove_vectors_and_noc_embedding_copy(world_dir, tmp_path):
 
 
 def test_scheduled_sampling_trains(world_dir):
-    from misc.session import train
+    from nbt.misc.session import train
     run = train(world_options(world_dir, id="ss", scheduled_sampling_start=0, scheduled_sampling_increase_every=1,
                               scheduled_sampling_increase_prob=0.25, max_epochs=2, eval_split="",
                               train_max_images=24))
@@ -75,9 +75,9 @@ def test_scheduled_sampling_trains(world_dir):
 
 
 def test_gradient_accumulation_equals_one_big_batch(world_dir):
-    from misc.dataset import CaptionDataset, DataBundle, collate
-    from misc.losses import combine
-    from misc.trainer import batch_counts, build_model
+    from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+    from nbt.misc.losses import combine
+    from nbt.misc.trainer import batch_counts, build_model
     opt = world_options(world_dir, cnn_backend="res18", finetune_cnn=False, att_feat_size=512,
                         region_grouping=True)
     bundle = DataBundle.load(opt)
@@ -97,7 +97,7 @@ def test_gradient_accumulation_equals_one_big_batch(world_dir):
 
 
 def test_robust_and_noc_regeneration_match_the_world_generator(world_dir, tmp_path):
-    from prepro import prepro_dic_coco
+    from nbt.prepro import prepro_dic_coco
     for scheme in ("robust", "noc"):
         out = tmp_path / f"{scheme}.json"
         assert prepro_dic_coco.main([

@@ -8,8 +8,8 @@ import time
 import torch
 
 from conftest import ROOT, world_options
-from misc.checkpoint import load_checkpoint
-from misc.config import Options
+from nbt.misc.checkpoint import load_checkpoint
+from nbt.misc.config import Options
 
 
 def cli(opt: Options, **extra) -> list[str]:
@@ -36,9 +36,9 @@ def run_main(args, env=None, **kw):
 def test_overfit_twenty_images(world_dir):
     """A tiny NBT learns 20 training images by heart: greedy decoding gives back their captions,
     with the visual words grounded in the right boxes."""
-    from misc.dataset import CaptionDataset, DataBundle, collate
-    from misc.losses import combine
-    from misc.trainer import batch_counts, build_model, build_optimizer, evaluate
+    from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+    from nbt.misc.losses import combine
+    from nbt.misc.trainer import batch_counts, build_model, build_optimizer, evaluate
     opt = world_options(world_dir, seq_per_img=1, rnn_size=128, input_encoding_size=64, att_hid_size=64,
                         att_feat_size=64, learning_rate=3e-3, eval_max_images=20,
                         region_grouping=True)
@@ -126,9 +126,9 @@ def _ddp_worker(rank, world, root, port, queue):
 
 
 def _grads(opt, rank, world):
-    from misc.dataset import CaptionDataset, DataBundle, collate
-    from misc.losses import combine
-    from misc.trainer import batch_counts, build_model
+    from nbt.misc.dataset import CaptionDataset, DataBundle, collate
+    from nbt.misc.losses import combine
+    from nbt.misc.trainer import batch_counts, build_model
     bundle = DataBundle.load(opt)
     ds = CaptionDataset(bundle, "train", train=True)
     items = [ds[(i, 0)] for i in range(8)][rank::world]

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler, collate
-from misc.io import DataError
-from misc.transforms import load_image
-from misc.vocab import ClassNames, VisualWordMatcher, build_vocab
+from nbt.misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler, collate
+from nbt.misc.io import DataError
+from nbt.misc.transforms import load_image
+from nbt.misc.vocab import ClassNames, VisualWordMatcher, build_vocab
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_malformed_inputs_name_the_file(world_dir, tmp_path):
 def test_zero_detections_fall_back_to_words(world_dir, tmp_path):
     import h5py
     from conftest import world_options
-    from misc.detector import write_h5
+    from nbt.misc.detector import write_h5
     ids = [im["id"] for im in json.loads((world_dir / "dic_world.json").read_text())["images"]]
     write_h5(tmp_path / "empty.h5", [np.zeros((0, 6), np.float32)] * len(ids), image_ids=ids)
     ds = CaptionDataset(DataBundle.load(world_options(world_dir, proposal_h5=str(tmp_path / "empty.h5"))),

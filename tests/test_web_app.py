@@ -23,9 +23,9 @@ pytest.importorskip("gradio", reason='the web page needs Gradio: pip install -e 
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from misc.api import NBTCaptioner  # noqa: E402
+from nbt.misc.api import NBTCaptioner  # noqa: E402
 from test_web_demo import bomb_png  # noqa: E402
-from tools.web_demo import example_images  # noqa: E402
+from nbt.tools.web_demo import example_images  # noqa: E402
 
 MAX_UPLOAD_MB = 2
 OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",

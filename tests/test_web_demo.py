@@ -14,8 +14,8 @@ from conftest import ROOT
 
 gr = pytest.importorskip("gradio", reason='the web page needs Gradio: pip install -e ".[web]"')
 
-from misc.api import NBTCaptioner  # noqa: E402
-from tools import web_demo  # noqa: E402
+from nbt.misc.api import NBTCaptioner  # noqa: E402
+from nbt.tools import web_demo  # noqa: E402
 
 
 def bomb_png(path, width: int, height: int, *, bits: int = 8, colour: int = 2) -> int:
@@ -163,7 +163,7 @@ def test_help_describes_every_option_and_the_script_imports_neither_demo_nor_mai
                    "--max_megapixels", "--concurrency", "--queue_size", "--examples"):
         assert option in out.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
-    assert "misc.api" in imported and {"demo", "main"}.isdisjoint(imported)
+    assert "nbt.misc.api" in imported and {"nbt.demo", "nbt.main", "demo", "main"}.isdisjoint(imported)
 
 
 def test_a_missing_run_is_one_line_and_exit_2(tmp_path, capsys):

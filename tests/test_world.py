@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from misc.vocab import ClassNames, VisualWordMatcher
-from prepro.world import WorldConfig, generate
+from nbt.misc.vocab import ClassNames, VisualWordMatcher
+from nbt.prepro.world import WorldConfig, generate
 
 
 def test_files_read_back_in_real_formats(world_dir):

@@ -33,11 +33,12 @@ from PIL import Image
 
 if __package__ in (None, ""):                        # `python tools/web_demo.py` from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import _checkout  # noqa: F401  (`nbt` = this checkout)
 
-from misc.api import NBTCaptioner  # noqa: E402
-from misc.config import ConfigError  # noqa: E402
-from misc.io import DataError, read_json  # noqa: E402
-from misc.transforms import open_image  # noqa: E402
+from nbt.misc.api import NBTCaptioner  # noqa: E402
+from nbt.misc.config import ConfigError  # noqa: E402
+from nbt.misc.io import DataError, read_json  # noqa: E402
+from nbt.misc.transforms import open_image  # noqa: E402
 
 try:
     import gradio as gr

@@ -15,17 +15,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import _checkout  # noqa: E402,F401  (`nbt` = this checkout)
 
-from misc.config import build_options  # noqa: E402
-from misc.io import atomic_write_json, atomic_write_text  # noqa: E402
+from nbt.misc.config import build_options  # noqa: E402
+from nbt.misc.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 SPLITS = {"normal": "cfgs/world.yml", "robust": "cfgs/robust_world.yml", "noc": "cfgs/noc_world.yml"}
 MODELS = {"topdown": "NBT", "showtell": "Show-and-Tell", "aoanet": "AoANet"}
 
 
 def run_one(split: str, model: str, args) -> list[dict]:
-    from main import ensure_world
-    from misc.session import train
+    from nbt.main import ensure_world
+    from nbt.misc.session import train
     base = build_options(["--path_opt", str(ROOT / SPLITS[split]), "--att_model", model,
                           "--seed", str(args.seed), "--val_every_epoch", "0", "--eval_split", "",
                           "--checkpoint_path", str(ROOT / "save" / "results")])
@@ -45,7 +46,7 @@ def run_one(split: str, model: str, args) -> list[dict]:
 
 
 def evaluate(opt, rid, split, model, stage, seconds) -> list[dict]:
-    from misc.session import inference
+    from nbt.misc.session import inference
     run_dir = str(ROOT / "save" / "results" / rid)
     variants = [("greedy", dict(beam_size=1, cbs=False))]
     if split == "noc" and model == "topdown":

@@ -1,0 +1,75 @@
+"""Neural Baby Talk: train, or evaluate a checkpoint (--inference_only True).
+
+    python main.py                                     # the built-in world (cfgs/world.yml)
+    python main.py --path_opt cfgs/normal_coco_res101.yml --batch_size 20
+    python main.py --path_opt cfgs/normal_coco_res101.yml --inference_only True --beam_size 3 \\
+        --start_from save/normal_coco_res101
+
+Options come from cfgs/*.yml and the command line (the command line wins); `--help` lists them.
+Exit status: 0 done, 2 bad option or data (one line on stderr), 130 / 143 interrupted by
+SIGINT / SIGTERM after writing a resumable checkpoint.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+if __package__ in (None, ""):   # `python main.py` from a checkout: `nbt` is this checkout
+    import _checkout  # noqa: F401
+
+from nbt.misc.config import ConfigError, build_options, format_help, help_defaults
+from nbt.misc.io import DataError
+
+DEFAULT_CFG = "cfgs/world.yml" if Path("cfgs/world.yml").is_file() else str(Path(__file__).resolve().parent / "cfgs" / "world.yml")
+WORLD_ROOT = Path("data/world")
+
+
+def ensure_world(opt) -> None:
+    """The built-in world is generated on first use (about ten seconds), and only into its own
+    location data/world: a mistyped --input_dic is a missing file, never a new world."""
+    if opt.dataset != "world" or Path(opt.input_dic).is_file():
+        return
+    root = Path(opt.input_dic).parent
+    root = root.parent if root.name in ("robust", "noc") else root
+    if root.resolve() != WORLD_ROOT.resolve() or (root / "dic_world.json").exists():
+        raise DataError(f"file not found: {opt.input_dic} (the built-in world is generated only into "
+                        f"{WORLD_ROOT}/; elsewhere run prepro/prepare_world.py --out DIR)")
+    from nbt.prepro.prepare_world import prepare
+    from nbt.prepro.world import WorldConfig
+    print(f"generating the built-in world in {root} ...", flush=True)
+    prepare(WorldConfig(out=str(root)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if "-h" in argv or "--help" in argv:
+            print(format_help("main.py", __doc__.strip().splitlines()[0], help_defaults(argv, DEFAULT_CFG)))
+            return 0
+        opt = build_options(argv, default_cfg=DEFAULT_CFG)
+        ensure_world(opt)
+        from nbt.misc.session import Interrupted, inference, train
+        if opt.inference_only:
+            inference(opt)
+            return 0
+        try:
+            run = train(opt)
+        except Interrupted as stop:
+            return 128 + stop.signum
+        print(f"checkpoints in {run['dir']}")
+        if opt.eval_split and not run["state"]["stop"]:
+            from dataclasses import replace
+            inference(replace(opt, start_from=run["dir"], id=Path(run["dir"]).name, resume_epoch=-1))
+    except (ConfigError, DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:                 # before training started, or a second Ctrl-C
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    warnings.filterwarnings("once")
+    sys.exit(main())

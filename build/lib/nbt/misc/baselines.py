@@ -1,0 +1,128 @@
+"""Baselines on the same data, loop, decoding and evaluation: Show-and-Tell and AoANet.
+Neither points at regions, so neither can say a word it never saw in training captions - which is
+what the NOC comparison shows.
+
+Show-and-Tell (Vinyals et al., CVPR 2015): the global CNN feature is fed once, before the first
+word; one LSTM; a plain softmax over words.
+
+AoANet (Huang et al., ICCV 2019): a refiner of multi-head self-attention + attention-on-attention
+(AoA: an information vector and a sigmoid gate from [attended ; query]) with residual + LayerNorm,
+over the attended features (here the region vectors and the conv grid), then an LSTM decoder
+whose input is [word ; mean feature + previous context], multi-head attention from h, and AoA.
+Published settings (8 heads, 6 refiner layers, rnn 1024) are the defaults of its options.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nbt.misc.decoder_base import CaptionDecoder
+from nbt.misc.regions import RegionEncoder, rows_of
+
+
+class ShowTell(CaptionDecoder):
+    def __init__(self, *, vocab_size, num_classes, fg_class, feat_dim, rnn_size=1024, input_encoding_size=512,
+                 att_hid_size=512, class_emb_size=300, loc_emb_size=300, drop_prob=0.5, stride=32,
+                 image_size=512, class_vectors=None, **_):
+        super().__init__()
+        self.vocab_size, self.rnn_size = vocab_size, rnn_size
+        self.image = nn.Sequential(nn.Linear(feat_dim, input_encoding_size), nn.ReLU(), nn.Dropout(drop_prob))
+        self.embed = nn.Sequential(nn.Embedding(vocab_size, input_encoding_size), nn.ReLU(), nn.Dropout(drop_prob))
+        self.lstm = nn.LSTMCell(input_encoding_size, rnn_size)
+        self.drop = nn.Dropout(drop_prob)
+        self.logit = nn.Linear(rnn_size, vocab_size)
+
+    def encode(self, conv, proposals, prop_mask) -> dict:
+        B = conv.shape[0]
+        return {"image": self.image(conv.flatten(2).mean(-1)), "batch": B,
+                "region_mask": prop_mask.new_zeros(B, 0), "region_cls": proposals.new_zeros(B, 0).long()}
+
+    def init_state(self, f):
+        z = f["image"].new_zeros(f["batch"], self.rnn_size)
+        return self.lstm(f["image"], (z, z))                          # the image, fed once
+
+    def step(self, tokens, f, state, pointed=None, img=None):
+        h, c = self.lstm(self.embed(tokens.clamp(max=self.vocab_size - 1)), state)
+        logp = torch.log_softmax(self.logit(self.drop(h)).float(), -1)
+        return logp, logp.new_zeros(logp.shape[0], 0), (h, c)
+
+
+class AoA(nn.Module):
+    """Attention on attention: i = W_i [a ; q], g = sigmoid(W_g [a ; q]), out = g * i."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * size, 2 * size)
+
+    def forward(self, attended, query):
+        return nn.functional.glu(self.proj(torch.cat([attended, query], -1)), -1)
+
+
+class RefinerLayer(nn.Module):
+    def __init__(self, size: int, heads: int, drop_prob: float):
+        super().__init__()
+        self.att = nn.MultiheadAttention(size, heads, dropout=0.1, batch_first=True)
+        self.aoa = AoA(size)
+        self.norm = nn.LayerNorm(size)
+        self.drop = nn.Dropout(drop_prob)
+
+    def forward(self, x, pad):
+        a, _ = self.att(x, x, x, key_padding_mask=pad, need_weights=False)
+        return self.norm(x + self.drop(self.aoa(a, x)))
+
+
+class AoANet(CaptionDecoder):
+    def __init__(self, *, vocab_size, num_classes, fg_class, feat_dim, rnn_size=1024, input_encoding_size=512,
+                 att_hid_size=512, class_emb_size=300, loc_emb_size=300, drop_prob=0.5, stride=32,
+                 image_size=512, class_vectors=None, heads=8, refine_layers=6, grid_size=0, **_):
+        super().__init__()
+        H = rnn_size
+        self.vocab_size, self.rnn_size = vocab_size, H
+        self.regions = RegionEncoder(feat_dim=feat_dim, num_classes=num_classes, rnn_size=H,
+                                     class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
+                                     drop_prob=drop_prob, stride=stride, image_size=image_size,
+                                     class_vectors=class_vectors, grid_size=grid_size)
+        self.refiner = nn.ModuleList(RefinerLayer(H, heads, drop_prob) for _ in range(refine_layers))
+        self.embed = nn.Sequential(nn.Embedding(vocab_size, input_encoding_size), nn.ReLU(), nn.Dropout(drop_prob))
+        self.lstm = nn.LSTMCell(input_encoding_size + H, H)
+        self.att = nn.MultiheadAttention(H, heads, dropout=0.1, batch_first=True)
+        self.aoa = AoA(H)
+        self.drop = nn.Dropout(drop_prob)
+        self.logit = nn.Linear(H, vocab_size)
+
+    def encode(self, conv, proposals, prop_mask) -> dict:
+        f = self.regions(conv, proposals, prop_mask)
+        feats = torch.cat([f["grid"], f["regions"]], 1)                          # (B, N + R, H)
+        valid = torch.cat([prop_mask.new_ones(f["grid"].shape[:2]), prop_mask], 1)
+        for layer in self.refiner:
+            feats = layer(feats, ~valid)
+        mean = (feats * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+        B = conv.shape[0]
+        return {"feats": feats, "valid": valid, "mean": mean, "batch": B,
+                "region_mask": prop_mask.new_zeros(B, 0), "region_cls": proposals.new_zeros(B, 0).long()}
+
+    def init_state(self, f):
+        z = f["mean"].new_zeros(f["batch"], self.rnn_size)
+        return (z, z, z)                                                         # h, c, context
+
+    def step(self, tokens, f, state, pointed=None, img=None):
+        if img is not None:
+            f = rows_of(f, img)
+        h, c, ctx = state
+        x = torch.cat([self.embed(tokens.clamp(max=self.vocab_size - 1)), f["mean"] + ctx], -1)
+        h, c = self.lstm(x, (h, c))
+        a, _ = self.att(h[:, None], f["feats"], f["feats"], key_padding_mask=~f["valid"], need_weights=False)
+        ctx = self.aoa(a.squeeze(1), h)
+        logp = torch.log_softmax(self.logit(self.drop(ctx)).float(), -1)
+        return logp, logp.new_zeros(logp.shape[0], 0), (h, c, ctx)
+
+    def output_state(self, state):
+        return state[2]
+
+
+def build_baseline(name: str, *, heads: int = 8, refine_layers: int = 6, **common) -> CaptionDecoder:
+    if name == "showtell":
+        return ShowTell(**common)
+    if name == "aoanet":
+        return AoANet(**common, heads=heads, refine_layers=refine_layers)
+    raise ValueError(f"unknown baseline '{name}'")

@@ -1,0 +1,389 @@
+"""Images + proposals + GT boxes + captions -> batches with per-token grounding targets.
+
+Per caption token (reference §1.3, with the original's defects fixed):
+  words  word id (0 = EOS / padding) ;  vis_cls  class 1..C of a visual word, else 0
+  plural 1 plural / 0 singular       ;  fg       fine-grained index, -1 for textual tokens
+  pos    (R,) positive proposals: IoU > pos_iou_thresh with a GT box of the word's class,
+         detection score >= pos_score_thresh, detected class == the word's class.
+A visual word without a positive proposal falls back to its textual words (all of them: the
+original kept only the first word of a bigram).
+
+Randomness (crop, caption choice) is drawn from (seed, epoch, index), so a run is reproducible
+whatever the number of workers, and a resumed run sees the same batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from nbt.misc.annotations import BoxIndex
+from nbt.misc.calibration import resolve_score_thresholds
+from nbt.misc.captions import CaptionStore, ImageTable, load_captions
+from nbt.misc.config import Options
+from nbt.misc.detector import ProposalReader, check_proposal_h5
+from nbt.misc.io import DataError, read_json
+from nbt.misc.npz_cache import cache_path, digest, file_stamp
+from nbt.misc.transforms import box_area, box_iou, crop_with_boxes, load_image, resize_with_boxes, to_tensor
+from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary
+
+
+@dataclass
+class DataBundle:
+    """Everything read once from disk and shared by all splits (and, forked, by all workers):
+    image records, captions and boxes as numpy arrays (misc/captions.py, misc/annotations.py),
+    cached next to the dic so a second start reads neither the caption nor the instances json."""
+    opt: Options
+    dic: dict                   # the dic json; dic["images"] is an ImageTable
+    captions: CaptionStore      # image row -> token lists (and their visual words)
+    classes: ClassNames
+    vocab: Vocabulary
+    boxes: BoxIndex
+    matcher: VisualWordMatcher
+
+    @staticmethod
+    def load(opt: Options) -> "DataBundle":
+        dic, classes, vocab = load_dic(opt.input_dic, opt.class_name_file)
+        images = dic["images"] = ImageTable.from_records(dic["images"], opt.input_dic)
+        if opt.proposal_h5 and not opt.det_oracle and Path(opt.proposal_h5).is_file():
+            check_proposal_h5(opt.proposal_h5, images.ids.tolist(), classes.num_classes)
+        boxes = BoxIndex.load(opt.instances_json, classes, cache_path(opt.input_dic, "boxes")) \
+            if opt.instances_json else BoxIndex.empty()
+        matcher = VisualWordMatcher(classes)
+        key = {"dic": file_stamp(opt.input_dic), "classes": digest([classes.names, classes.words]),
+               "boxes": BoxIndex.cache_key(opt.instances_json, classes) if opt.instances_json else ""}
+        captions = load_captions(opt.input_json, images, boxes.present_classes, matcher,
+                                 cache=cache_path(opt.input_dic, "captions"), key_parts=key)
+        captions.bind_vocab(vocab.encode)
+        bundle = DataBundle(opt, dic, captions, classes, vocab, boxes, matcher)
+        bundle.opt = resolve_score_thresholds(opt, bundle)     # the detector's own thresholds
+        return bundle
+
+    def rows(self, split: str) -> list[int]:
+        return self.dic["images"].rows(split).tolist()
+
+    @property
+    def held_out(self) -> list[int]:
+        return held_out_classes(self.dic, self.classes)
+
+
+def load_dic(dic_path: str, class_name_file: str) -> tuple[dict, ClassNames, Vocabulary]:
+    """A dic_*.json with its class-name file -> (dic, classes, vocabulary)."""
+    dic = read_json(dic_path)
+    for key in ("ix_to_word", "images"):
+        if key not in dic:
+            raise DataError(f"{dic_path}: missing key '{key}' (not a dic_*.json)")
+    classes = ClassNames.read(class_name_file)
+    if "classes" in dic and list(dic["classes"]) != list(classes.names):
+        raise DataError(f"{class_name_file} does not match the classes of {dic_path}")
+    return dic, classes, Vocabulary(dic["ix_to_word"], classes, dic.get("plural_of"))
+
+
+def held_out_classes(dic: dict, classes: ClassNames) -> list[int]:
+    names = dic.get("held_out") or []
+    return [classes.names.index(n) + 1 for n in names if n in classes.names]
+
+
+class CaptionDataset(Dataset):
+    def __init__(self, bundle: DataBundle, split: str | None, *, train: bool, max_images: int = -1,
+                 visual_slots: bool | None = None):
+        """`split` None: every image of the dic (feature extraction)."""
+        self.b = bundle
+        self.opt = bundle.opt
+        self.train = train
+        images = bundle.dic["images"]
+        # (n,) int64: no Python ints for forked workers to touch
+        self.rows = np.arange(len(images)) if split is None else images.rows(split)
+        if max_images > 0:
+            self.rows = self.rows[:max_images]
+        if not len(self.rows):
+            raise DataError(f"{self.opt.input_dic}: split '{split}' has no images")
+        self._h5 = None
+        self._feats = None
+        # only NBT has visual slots; the baselines read every caption as plain words
+        self.visual_slots = self.opt.att_model == "topdown" if visual_slots is None else visual_slots
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- per-worker file handles (opened once per process, never per item) ----------------
+    def proposals(self, row: int, image_id: int) -> np.ndarray:
+        """(K, 6) valid proposals of a dic row in image pixels: the detection h5 row (checked
+        against the dic by DataBundle.load, which warned of bad rows), or with det_oracle the GT
+        boxes (score 1)."""
+        if self.opt.det_oracle:
+            gt_boxes, gt_cls = self.b.boxes.get(image_id)[:2]
+            return np.concatenate([gt_boxes, gt_cls[:, None], np.ones((len(gt_cls), 1))], 1).astype(np.float32)
+        if self._h5 is None:
+            self._h5 = ProposalReader(self.opt.proposal_h5, self.b.dic["images"].ids.tolist(),
+                                      self.b.classes.num_classes, warn=False)
+        dets = self._h5.rows(row, self.b.boxes.sizes.get(image_id))
+        return dets[box_area(dets) > 0] if len(dets) else dets
+
+    def _cached(self, row: int):
+        if self._feats is None:
+            from nbt.misc.features import FeatureCache
+            feats = FeatureCache(self.opt.cached_features)
+            feats.check(image_crop_size=self.opt.image_crop_size, backbone=self.opt.cnn_backend,
+                        rows=len(self.b.dic["images"]))
+            self._feats = feats
+        return self._feats.get(row)
+
+    # -- one image ---------------------------------------------------------------------------
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        row = int(self.rows[index])
+        image_id = self.b.dic["images"].image_id(row)
+        rng = np.random.default_rng([self.opt.seed, epoch, index])
+        gt_boxes, gt_cls, gt_fine, gt_group = self.b.boxes.get(image_id)
+        dets = self.proposals(row, image_id)
+        crop, pooled = self.opt.image_crop_size, None
+        if self.opt.cached_features:
+            image, pooled, props, gt = self._from_cache(row, dets, gt_boxes)
+            size = self._cached(row).size
+            if self.train and self.opt.image_size >= crop:   # the image path's crop draw: same captions
+                rng.integers(0, self.opt.image_size - crop + 1, size=2)
+        else:
+            path = Path(self.opt.image_path) / self.b.dic["images"].file_path(row)
+            img = load_image(path)
+            if img is None:
+                return {"skipped": str(path)}
+            size = (img.width, img.height)
+            if self.train:
+                img, gt, props = resize_with_boxes(img, self.opt.image_size, gt_boxes, dets)
+                x0, y0 = rng.integers(0, self.opt.image_size - crop + 1, size=2)
+                img, gt, props = crop_with_boxes(img, int(x0), int(y0), crop, gt, props)
+            else:
+                img, gt, props = resize_with_boxes(img, crop, gt_boxes, dets)
+            image = to_tensor(img)
+        keep_gt = box_area(gt) > 0
+        gt, gt_cls, gt_fine, gt_group = gt[keep_gt], gt_cls[keep_gt], gt_fine[keep_gt], gt_group[keep_gt]
+        if self.train and len(gt_group) and (gt_group < 0).all():   # no annotated groups (COCO): the captions'
+            gt_group = self.caption_groups(row, gt_cls)
+        keep_p = box_area(props) > 0
+        props = props[keep_p][: self.opt.max_proposal]
+        targets = self.encode_captions(row, props, gt, gt_cls, rng, gt_fine, gt_group)
+        item = {"image": image, "proposals": torch.from_numpy(props), "gt": torch.from_numpy(
+            np.concatenate([gt, gt_cls[:, None], gt_fine[:, None], gt_group[:, None]], 1).astype(np.float32)),
+                "image_id": image_id, "row": row, "size": size, **targets}
+        if pooled is not None:          # the cached proposals are filtered already: one row each
+            item["regions"] = pooled
+        return item
+
+    def _from_cache(self, row: int, dets: np.ndarray, gt_boxes: np.ndarray):
+        """Cached grid (D, h, w) and pooled proposals (n, D), with the proposals and GT boxes at
+        the evaluation transform (the one the features were computed at)."""
+        cached = self._cached(row)
+        crop = self.opt.image_crop_size
+        w, h = cached.size
+        scale = np.array([crop / w, crop / h, crop / w, crop / h], np.float32)
+        props = dets.copy()
+        props[:, :4] *= scale
+        props = props[box_area(props) > 0][: self.opt.max_proposal]
+        if props.shape != cached.proposals.shape or not np.allclose(props, cached.proposals, atol=1e-3):
+            raise DataError(f"{self.opt.cached_features}: the features of image row {row} were pooled at other "
+                            f"proposals than {'the GT boxes' if self.opt.det_oracle else self.opt.proposal_h5} "
+                            f"gives; rebuild them with prepro/prepro_features.py")
+        return cached.grid, cached.pooled, props, gt_boxes * scale
+
+    def encode_captions(self, row, props, gt, gt_cls, rng, gt_fine=None, gt_group=None) -> dict:
+        opt = self.opt
+        present = set(int(c) for c in gt_cls)
+        caps = self._caption_source(row)
+        S, L, R = opt.seq_per_img, opt.seq_length, len(props)
+        n_caps = max(len(caps), 1)                  # no caption at all: one empty caption
+        if n_caps >= S:
+            chosen = rng.choice(n_caps, S, replace=False) if self.train else np.arange(S)
+        else:      # fewer captions than seq_per_img: repeat (the original's randint was off by one)
+            chosen = np.concatenate([np.arange(n_caps), rng.choice(n_caps, S - n_caps)])
+        iou = box_iou(props[:, :4], gt) if R else np.zeros((0, len(gt)), np.float32)
+        det_cls = props[:, 4].astype(np.int64) if R else np.zeros(0, np.int64)
+        score_ok = props[:, 5] >= opt.pos_score_thresh if R else np.zeros(0, bool)
+        gt_fine = np.full(len(gt_cls), -1) if gt_fine is None else gt_fine
+
+        attr_words = self.b.boxes.attribute_words
+        group_words = self.b.boxes.group_words
+
+        def positives(c: int, fine: int, adjectives: set[str]) -> np.ndarray:
+            """Proposals of class c over a GT box of class c; when the GT knows fine-grained kinds
+            (the built-in world) and the word names one, only boxes of that kind; when the GT
+            boxes carry attributes and the phrase names some ("two red rings"), only boxes with
+            them - otherwise a pointer is taught that any ring will do for "red rings"."""
+            boxes = gt_cls == c
+            if (gt_fine[boxes] == fine).any():
+                boxes = boxes & (gt_fine == fine)
+            if adjectives and gt_group is not None:
+                has = np.array([g >= 0 and adjectives <= group_words[g] for g in gt_group], bool)
+                if (boxes & has).any():
+                    boxes = boxes & has
+            hit = (iou[:, boxes] > opt.pos_iou_thresh).any(1) if R else np.zeros(0, bool)
+            return hit & score_ok & (det_cls == c)
+        words = np.zeros((S, L), np.int64)
+        vis = np.zeros((S, L), np.int64)
+        plural = np.zeros((S, L), np.int64)
+        fg = np.full((S, L), -1, np.int64)
+        pos = np.zeros((S, L, R), bool)
+        n_visual = n_grounded = 0
+        for s, k in enumerate(chosen):
+            ids, tokens, visual = self._caption(caps, int(k), present, need_text=bool(attr_words))
+            t = i = 0
+            while i < len(ids) and t < L:
+                v = visual.get(i)
+                if v is not None:
+                    length, cls, is_plural, fine = v
+                    n_visual += 1
+                    adjectives, j = set(), i - 1
+                    while attr_words and j >= 0 and tokens[j] in attr_words:   # "two red [rings]"
+                        adjectives.add(str(tokens[j]))
+                        j -= 1
+                    mask = positives(cls, fine, adjectives)
+                    if mask.any():
+                        n_grounded += 1
+                        words[s, t] = ids[i + length - 1]                   # fallback / reference
+                        vis[s, t], plural[s, t], fg[s, t] = cls, is_plural, fine
+                        pos[s, t] = mask
+                        t += 1
+                        i += length
+                        continue
+                words[s, t] = ids[i]
+                t += 1
+                i += 1
+        return {"words": torch.from_numpy(words), "vis_cls": torch.from_numpy(vis),
+                "plural": torch.from_numpy(plural), "fg": torch.from_numpy(fg),
+                "pos": torch.from_numpy(pos), "n_visual": n_visual, "n_grounded": n_grounded}
+
+    def caption_groups(self, row: int, gt_cls: np.ndarray) -> np.ndarray:
+        """Group ids of an image's GT objects as its captions tell them, for data without annotated
+        groups: the objects of a class that some caption names in the plural ("two dogs") form one
+        group; those of a class named only in the singular ("a dog") are a group each; a class no
+        caption names has no known group (-1). Region grouping learns from these pairs."""
+        named: dict[int, bool] = {}                          # class -> named in the plural somewhere
+        for cls, is_plural in self._named_classes(row):
+            named[cls] = named.get(cls, False) or bool(is_plural)
+        group = np.full(len(gt_cls), -1, np.int64)
+        next_id = 0
+        for cls, is_plural in sorted(named.items()):
+            members = np.flatnonzero(gt_cls == cls)
+            ids = np.full(len(members), next_id) if is_plural else next_id + np.arange(len(members))
+            group[members] = ids
+            next_id = int(ids.max(initial=next_id - 1)) + 1
+        return group
+
+    def _named_classes(self, row: int) -> list[tuple[int, int]]:
+        """(class, plural) of every visual word of the row's captions."""
+        caps = self._caption_source(row)
+        if isinstance(caps, list):
+            return [(v.cls, v.plural) for c in caps for v in self.b.matcher.match(c)]
+        vw = [self.b.captions.visual_words(int(c)) for c in caps]
+        return [(int(v[2]), int(v[3])) for block in vw for v in block]
+
+    # -- captions: arrays of the store, or token lists for rows replaced in memory -----------------
+    def _caption_source(self, row: int):
+        """The non-empty captions of a row: caption indices of the store (an array), or the
+        token lists of a row replaced in memory (`bundle.captions[row] = ...`)."""
+        store = self.b.captions
+        if row in store.replaced:
+            return [c for c in store.replaced[row] if c]
+        return store.captions_of(row)
+
+    def _caption(self, caps, k: int, present: set[int], need_text: bool):
+        """(word ids (n,), tokens (n,) or None, visual words {pos: (length, cls, plural, fg)})."""
+        if k >= len(caps):                                   # the row has no caption
+            return np.zeros(0, np.int64), [], {}
+        if isinstance(caps, list):                           # replaced in memory: encode and match live
+            tokens = caps[k]
+            return [self.b.vocab.encode(t) for t in tokens], tokens, self._match(tokens, present)
+        store = self.b.captions
+        c = int(caps[k])
+        index = store.token_index(c)
+        ids = store.word_ids[index]
+        if not self.visual_slots:
+            return ids, store.words[index] if need_text else None, {}
+        vw = store.visual_words(c)
+        if all(int(cls) in present for cls in vw[:, 2]):    # the cached match holds (see misc/captions.py)
+            visual = {int(p): (int(n), int(cls), int(pl), int(f)) for p, n, cls, pl, f in vw}
+            return ids, store.words[index] if need_text else None, visual
+        tokens = store.words[index].tolist()                 # a crop removed a class it mentions
+        return ids, tokens, self._match(tokens, present)
+
+    def _match(self, tokens: list[str], present: set[int]) -> dict:
+        if not self.visual_slots:
+            return {}
+        return {v.pos: (v.length, v.cls, v.plural, v.fg) for v in self.b.matcher.match(tokens, present)}
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad proposals / GT to the batch maximum; unreadable images are dropped and listed."""
+    skipped = [it["skipped"] for it in items if "skipped" in it]
+    items = [it for it in items if "skipped" not in it]
+    if not items:
+        return {"skipped": skipped, "empty": True}
+    B = len(items)
+    R = max(1, max(len(it["proposals"]) for it in items))
+    G = max(1, max(len(it["gt"]) for it in items))
+    S, L = items[0]["words"].shape
+    props = torch.zeros(B, R, 6)
+    prop_mask = torch.zeros(B, R, dtype=torch.bool)
+    gt = torch.zeros(B, G, 7)
+    gt_mask = torch.zeros(B, G, dtype=torch.bool)
+    pos = torch.zeros(B, S, L, R, dtype=torch.bool)
+    regions = torch.zeros(B, R, items[0]["regions"].shape[1]) if "regions" in items[0] else None
+    for b, it in enumerate(items):
+        r, g = len(it["proposals"]), len(it["gt"])
+        props[b, :r], prop_mask[b, :r] = it["proposals"], True
+        gt[b, :g], gt_mask[b, :g] = it["gt"], True
+        pos[b, :, :, :r] = it["pos"]
+        if regions is not None:
+            regions[b, :r] = it["regions"]
+    out = {
+        "images": torch.stack([it["image"] for it in items]),        # (B, 3, H, W) or (B, D, h, w)
+        "proposals": props, "prop_mask": prop_mask,                   # (B, R, 6), (B, R)
+        "gt": gt, "gt_mask": gt_mask,                                 # (B, G, 7) x1 y1 x2 y2 cls fine group
+        "words": torch.stack([it["words"] for it in items]),          # (B, S, L)
+        "vis_cls": torch.stack([it["vis_cls"] for it in items]),
+        "plural": torch.stack([it["plural"] for it in items]),
+        "fg": torch.stack([it["fg"] for it in items]),
+        "pos": pos,                                                   # (B, S, L, R)
+        "image_ids": [it["image_id"] for it in items], "rows": [it["row"] for it in items],
+        "sizes": [it["size"] for it in items],                        # original (width, height)
+        "n_visual": sum(it["n_visual"] for it in items),
+        "n_grounded": sum(it["n_grounded"] for it in items),
+        "skipped": skipped,
+    }
+    if regions is not None:
+        out["region_feats"] = regions                                 # (B, R, D) cached RoIAlign features
+    return out
+
+
+class EpochBatchSampler(Sampler):
+    """Seeded batches: a fresh permutation every epoch (the original never shuffled), keeps the
+    last partial batch, can start mid-epoch (resume) and can hand each DDP rank its share."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, epoch: int = 0,
+                 start_batch: int = 0, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch, self.start_batch, self.rank, self.world_size = epoch, start_batch, rank, world_size
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def __len__(self) -> int:
+        total = (self.n + self.batch_size * self.world_size - 1) // (self.batch_size * self.world_size)
+        return max(0, total - self.start_batch)
+
+    def __iter__(self):
+        order = self._order()
+        step = self.batch_size * self.world_size
+        for k, s in enumerate(range(0, self.n, step)):
+            if k < self.start_batch:
+                continue
+            global_batch = order[s:s + step]
+            mine = global_batch[self.rank::self.world_size]
+            if mine:
+                yield [(i, self.epoch) for i in mine]

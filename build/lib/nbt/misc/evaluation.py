@@ -1,0 +1,158 @@
+"""Evaluation: caption generation over a split, coco-caption metrics, NOC F1, grounding report.
+
+`CaptionEvaluator` follows detectron2's protocol: reset() / process(batch, captions) / evaluate().
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nbt.misc.transforms import box_iou
+
+
+class CaptionEvaluator:
+    def __init__(self, bundle, *, novel_classes: list[int] | None = None, meteor: bool = True,
+                 spice: bool = False):
+        self.b = bundle
+        self.novel_classes = list(novel_classes or [])
+        self.meteor, self.spice = meteor, spice
+        self.reset()
+
+    def reset(self) -> None:
+        self.preds: dict[int, dict] = {}
+        self.refs: dict[int, list[str]] = {}
+        self.grounding = {"words": 0, "correct": 0, "fine_words": 0, "fine_correct": 0,
+                          "category_words": 0, "plural_words": 0, "plural_correct": 0,
+                          "plural_by_groups": 0, "plural_by_groups_correct": 0}
+
+    def process(self, batch: dict, captions: list) -> None:
+        for i, cap in enumerate(captions):
+            image_id = batch["image_ids"][i]
+            row = batch["rows"][i]
+            self.preds[image_id] = {"image_id": image_id, **cap.to_dict()}
+            self.refs[image_id] = [" ".join(c) for c in self.b.captions[row]]
+            gt = batch["gt"][i][batch["gt_mask"][i]].numpy().copy()       # (G, 7) in model pixels
+            if "sizes" in batch:            # captions carry boxes in the image's pixels: so must the GT
+                w, h = batch["sizes"][i]
+                crop = self.b.opt.image_crop_size
+                gt[:, :4] *= np.array([w / crop, h / crop, w / crop, h / crop], np.float32)
+            if len(gt):
+                self._ground(cap, gt)
+
+    def _ground(self, cap, gt: np.ndarray) -> None:
+        """A generated visual word is grounded when its box has IoU >= 0.5 with a GT object of the
+        class it names. Then, when the GT knows the object's fine-grained kind, the word is scored
+        against it: a word equal to the kind is right, even the class name ("dog" for a dog whose
+        kind is "dog"); the class name for an object of another kind ("circle" for a ring) is the
+        generic word, counted apart (category_name_share). Its plural flag is scored against the
+        object's annotated group (same kind and attributes) when it has one, else against the
+        number of GT objects of its class in the image."""
+        forms = self.b.classes.forms
+        fg_words = self.b.classes.fg_words
+        names = self.b.classes.names
+        for g in cap.grounding:
+            cls = names.index(g["class"]) + 1
+            self.grounding["words"] += 1
+            same = gt[:, 4] == cls
+            iou = box_iou(np.array([g["box"]], np.float32), gt[:, :4])[0]
+            hit = np.where(same & (iou >= 0.5))[0]
+            if not len(hit):
+                continue
+            self.grounding["correct"] += 1
+            obj = gt[hit[np.argmax(iou[hit])]]
+            said = forms.singular(g["word"])
+            if obj[5] >= 0:                         # the GT knows the object's fine-grained kind
+                kind = forms.singular(fg_words[int(obj[5])])
+                if said == forms.singular(names[cls - 1]) and said != kind:
+                    self.grounding["category_words"] += 1
+                else:
+                    self.grounding["fine_words"] += 1
+                    self.grounding["fine_correct"] += int(said == kind)
+            by_groups = obj[6] >= 0
+            group = gt[:, 6] == obj[6] if by_groups else np.ones(len(gt), bool)
+            right = int(g["plural"] == int((same & group).sum() > 1))
+            self.grounding["plural_words"] += 1
+            self.grounding["plural_correct"] += right
+            self.grounding["plural_by_groups"] += int(by_groups)
+            self.grounding["plural_by_groups_correct"] += right * int(by_groups)
+
+    def grounding_report(self) -> dict | None:
+        """The grounding numbers, each with the ground truth it was measured on."""
+        g = self.grounding
+        if not g["words"]:
+            return None
+        n_groups, n_count = g["plural_by_groups"], g["plural_words"] - g["plural_by_groups"]
+        right_groups = g["plural_by_groups_correct"]
+        right_count = g["plural_correct"] - right_groups
+        source = " and ".join(s for s, n in (("annotated groups", n_groups), ("category count", n_count)) if n)
+        return {
+            "visual_words": g["words"],
+            "grounding_accuracy": g["correct"] / g["words"],
+            "fine_grained_accuracy": g["fine_correct"] / g["fine_words"] if g["fine_words"] else None,
+            "fine_grained_ground_truth": "annotated kinds" if g["fine_words"] + g["category_words"] else
+            "none (the instances carry no fine-grained kind)",
+            "category_name_share": g["category_words"] / max(g["correct"], 1),
+            "plural_accuracy": g["plural_correct"] / g["plural_words"] if g["plural_words"] else None,
+            "plural_ground_truth": source or None,
+            "plural_accuracy_by_annotated_groups": right_groups / n_groups if n_groups else None,
+            "plural_accuracy_by_category_count": right_count / n_count if n_count else None,
+        }
+
+    def evaluate(self) -> dict:
+        from nbt.misc.metrics import score_captions
+        hyps = {k: v["caption"] for k, v in self.preds.items()}
+        overall, per_image = score_captions(self.refs, hyps, meteor=self.meteor, spice=self.spice)
+        for k, v in per_image.items():
+            self.preds[k]["scores"] = v
+        result = {"overall": overall, "n_images": len(self.preds)}
+        grounding = self.grounding_report()
+        if grounding:
+            result["grounding"] = grounding
+        if self.novel_classes:
+            result["noc"] = noc_scores(self.preds, self.refs, self.novel_classes, self.b, self.meteor)
+        return result
+
+
+def mention_words(cls: int, bundle) -> set[str]:
+    """Words that count as mentioning a class: its fine-grained words and all their plural forms
+    (the DCC synonym lists, made from the class-name file: "bus" -> bus, buses, busses)."""
+    forms = bundle.classes.forms
+    words = set(bundle.classes.words[cls - 1])
+    return words | {p for w in words for p in forms.plurals[w]} | \
+        {s for s, f in forms.surface.items() if f.word in words}
+
+
+def mentions(text: str, words: set[str]) -> bool:
+    tokens = text.split()
+    grams = set(tokens) | {" ".join(tokens[i:i + 2]) for i in range(len(tokens) - 1)}
+    return bool(grams & words)
+
+
+def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool) -> dict:
+    """Per held-out class: DCC F1 (an image is positive when its references mention the object, a
+    prediction when the caption does) and METEOR / CIDEr on its novel images; then averages."""
+    from nbt.misc.metrics import score_captions
+    per_class = {}
+    for cls in novel_classes:
+        words = mention_words(cls, bundle)
+        tp = fp = fn = 0
+        novel_ids = []
+        for k, p in preds.items():
+            gt_pos = any(mentions(r, words) for r in refs[k])
+            pr_pos = mentions(p["caption"], words)
+            tp += gt_pos and pr_pos
+            fp += pr_pos and not gt_pos
+            fn += gt_pos and not pr_pos
+            if gt_pos:
+                novel_ids.append(k)
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        entry = {"f1": f1, "precision": prec, "recall": rec, "novel_images": len(novel_ids)}
+        if novel_ids:
+            overall, _ = score_captions({k: refs[k] for k in novel_ids},
+                                        {k: preds[k]["caption"] for k in novel_ids}, meteor=meteor)
+            entry.update({"METEOR": overall.get("METEOR"), "CIDEr": overall["CIDEr"]})
+        per_class[bundle.classes.names[cls - 1]] = entry
+    avg = {m: float(np.mean([e[m] for e in per_class.values() if e.get(m) is not None]))
+           for m in ("f1", "METEOR", "CIDEr") if any(e.get(m) is not None for e in per_class.values())}
+    return {"per_class": per_class, "average": avg}

@@ -1,0 +1,185 @@
+"""The NBT decoder: two-layer top-down attention LSTM with a visual sentinel and a region pointer.
+
+At each step (reference §2.3):
+  attention LSTM   x = [fc ; embed(token)]                         -> h_att
+  attention        a = att_grid(h_att) + att_regions(h_att)        (summed, as the original)
+  count            n = sum_i sigmoid(region score_i)               (not in the original: softmax
+                   attention averages, so it cannot tell one red ring from two; see README)
+  language LSTM    x = [a ; h_att ; n]                             -> h_lang, c_lang
+  sentinel         s = sigmoid(W x + U h_lang(t-1)) * tanh(c_lang(t))   (the current cell, as in
+                   adaptive attention; the original used c_lang(t-1))
+  pointer          p = softmax over [s ; regions] of w^T tanh(W_k k + W_q h_lang)
+  output           log p(word w) = log softmax(W_o h_lang)_w + log p(sentinel)
+                   log p(region i) = log p_i
+With `region_grouping`, region vectors also carry a learned group size (misc/grouping.py).
+Tokens: 0 = BOS / EOS, 1..V-1 words; V + c feeds the embedding of class c (a pointed region).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nbt.misc.attention import AdditiveAttention, additive_scores
+from nbt.misc.decoder_base import CaptionDecoder
+from nbt.misc.grouping import RegionGrouping
+from nbt.misc.regions import RegionEncoder, expand_features
+from nbt.misc.slot_heads import SlotHeads
+
+NEG = -1e4    # masked log-probability (finite, so fp16 / bf16 stay finite)
+
+
+class NBTDecoder(CaptionDecoder):
+    has_pointer = True
+
+    def __init__(self, *, vocab_size: int, num_classes: int, fg_class: list[int], feat_dim: int,
+                 rnn_size: int = 1024, input_encoding_size: int = 512, att_hid_size: int = 512,
+                 class_emb_size: int = 300, loc_emb_size: int = 300, drop_prob: float = 0.5,
+                 stride: int = 32, image_size: int = 512, pointer: bool = True,
+                 class_vectors: torch.Tensor | None = None, grid_size: int = 0,
+                 region_grouping: bool = False):
+        super().__init__()
+        H, E, A = rnn_size, input_encoding_size, att_hid_size
+        self.vocab_size, self.num_classes, self.rnn_size = vocab_size, num_classes, H
+        self.has_pointer = pointer
+        self.regions = RegionEncoder(feat_dim=feat_dim, num_classes=num_classes, rnn_size=H,
+                                     class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
+                                     drop_prob=drop_prob, stride=stride, image_size=image_size,
+                                     class_vectors=class_vectors, grid_size=grid_size)
+        self.grouping = RegionGrouping(rnn_size=H, hidden=A) if region_grouping else None
+        self.embed = nn.Sequential(nn.Embedding(vocab_size + num_classes + 1, E), nn.ReLU(), nn.Dropout(drop_prob))
+        self.att_lstm = nn.LSTMCell(H + E, H)
+        self.att_grid = AdditiveAttention(query_size=H, key_size=H, hidden=A)
+        self.att_region = AdditiveAttention(query_size=H, key_size=H, hidden=A)
+        self.lang_lstm = nn.LSTMCell(2 * H + 1, H)
+        self.drop = nn.Dropout(drop_prob)
+        self.logit = nn.Linear(H, vocab_size)
+        if pointer:
+            self.gate_x = nn.Linear(2 * H + 1, H)
+            self.gate_h = nn.Linear(H, H)
+            self.sentinel = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Dropout(drop_prob))
+            self.pointer = AdditiveAttention(query_size=H, key_size=H, hidden=A)
+            self.heads = SlotHeads(rnn_size=H, fg_class=fg_class, num_classes=num_classes, drop_prob=drop_prob)
+
+    # -- features -------------------------------------------------------------------------
+    def encode(self, conv: torch.Tensor, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
+        f = self.regions(conv, proposals, prop_mask)
+        if self.grouping is not None:
+            f["regions"], f["group_logits"], f["group_valid"] = self.grouping(
+                f["regions"], proposals[..., :4], f["region_cls"], prop_mask)
+        f["grid_keys"] = self.att_grid.project(f["grid"])                  # (B, N, A)
+        f["region_keys"] = self.att_region.project(f["regions"])           # (B, R, A)
+        if self.has_pointer:
+            f["pointer_keys"] = self.pointer.project(f["regions"])         # (B, R, A)
+        return f
+
+    def init_state(self, f: dict) -> tuple:
+        z = f["fc"].new_zeros(f["batch"], self.rnn_size)
+        return (z, z, z, z)                                                 # h_att c_att h_lang c_lang
+
+    # -- one step -------------------------------------------------------------------------
+    def step(self, tokens: torch.Tensor, f: dict, state: tuple, pointed: torch.Tensor | None = None,
+             img: torch.Tensor | None = None):
+        """tokens (N,), f expanded to N rows, pointed (N, R) regions already used ->
+        word_logp (N, V), region_logp (N, R), new state. With img (N,) (sorted), f stays per
+        image and row i belongs to image img[i] (decoding steps only the live beams)."""
+        x_lang, new = self.recur(tokens, f, state, img)
+        region_mask, pointer_keys = f["region_mask"], f.get("pointer_keys")
+        if img is not None:
+            region_mask = region_mask[img]
+            pointer_keys = None if pointer_keys is None else pointer_keys[img]
+        valid = region_mask if pointed is None else region_mask & ~pointed
+        word_logp, region_logp = self.outputs(self.drop(new[2]), x_lang, state[2], new[3], pointer_keys, valid)
+        return word_logp, region_logp, new
+
+    def recur(self, tokens: torch.Tensor, f: dict, state: tuple, img: torch.Tensor | None = None):
+        """The recurrence alone (embedding, both LSTMs, the two attentions): tokens (N,) ->
+        x_lang (N, 2H + 1), the new state. Nothing in `outputs` feeds back into it."""
+        h_att, c_att, h_lang, c_lang = state
+        fc = f["fc"] if img is None else f["fc"][img]
+        x = torch.cat([fc, self.embed(tokens)], -1)
+        h_att, c_att = self.att_lstm(x, (h_att, c_att))
+        att_r, count = self.att_region(h_att, f["regions"], f["region_keys"], f["region_mask"], img=img, count=True)
+        att = self.att_grid(h_att, f["grid"], f["grid_keys"], img=img) + att_r
+        x_lang = torch.cat([att, h_att, count], -1)                      # (N, 2H + 1)
+        h_lang, c_lang = self.lang_lstm(x_lang, (h_lang, c_lang))
+        return x_lang, (h_att, c_att, h_lang, c_lang)
+
+    def outputs(self, out: torch.Tensor, x_lang: torch.Tensor, h_prev: torch.Tensor, c_lang: torch.Tensor,
+                pointer_keys: torch.Tensor | None, valid: torch.Tensor, drop_masks: tuple | None = None):
+        """Word and region log-probs from the recurrence's values at one step, leading dims (N,),
+        or at every step at once, leading dims (N, T) (teacher forcing). out = dropout(h_lang)
+        (..., H), x_lang (..., 2H + 1), h_prev = h_lang of the step before, c_lang (..., H);
+        pointer_keys (N, R, A) and valid (N, R) regions of each row.
+        drop_masks: the sentinel's two dropout masks drawn beforehand (None: draw them here)."""
+        word_logp = torch.log_softmax(self.logit(out).float(), -1)         # (..., V)
+        if not self.has_pointer:
+            return word_logp, word_logp.new_zeros(*word_logp.shape[:-1], 0)
+        gate = torch.sigmoid(self.gate_x(x_lang) + self.gate_h(h_prev))
+        lin, relu, drop = self.sentinel
+        z = gate * torch.tanh(c_lang)
+        z = self.drop(z) if drop_masks is None else z * drop_masks[0]
+        sentinel = relu(lin(z))
+        sentinel = drop(sentinel) if drop_masks is None else sentinel * drop_masks[1]   # (..., H)
+        q = self.pointer.query_proj(out)                                   # (..., A)
+        s_score = self.pointer.score((self.pointer.key_proj(sentinel) + q).tanh_())      # (..., 1)
+        if out.dim() == 3:                                                 # all steps: (N, T, R)
+            w = self.pointer.score
+            r_score, valid = additive_scores(pointer_keys, q, w.weight[0], w.bias), valid[:, None]
+        else:                                                              # one step: (N, R)
+            r_score = self.pointer.score((pointer_keys + q[:, None]).tanh_()).squeeze(-1)
+        r_score = r_score.float().masked_fill(~valid, float("-inf"))
+        ptr = torch.log_softmax(torch.cat([s_score.float(), r_score], -1), -1)   # (..., 1 + R)
+        return word_logp + ptr[..., :1], ptr[..., 1:].clamp(min=NEG)
+
+    # -- teacher forcing, all steps' outputs at once ------------------------------------------
+    def forward(self, f: dict, batch: dict, ss_prob: float = 0.0) -> dict:
+        """As CaptionDecoder.forward (the per-step reference), but only the recurrence runs step
+        by step: the vocabulary softmax, the sentinel and the pointer run once over all steps
+        (N * T rows), which leaves the NBT's extra cost out of the loop. The dropout masks are
+        drawn inside the loop in the per-step order, so a seeded run draws the same masks.
+        Scheduled sampling feeds each step's prediction back: it takes the per-step path."""
+        if ss_prob > 0 and self.training:
+            return super().forward(f, batch, ss_prob)
+        words, vis = batch["words"], batch["vis_cls"]
+        B, S, L = words.shape
+        f = expand_features(f, S)
+        words, vis = words.reshape(B * S, L), vis.reshape(B * S, L)
+        inputs = torch.cat([words.new_zeros(B * S, 1), self.input_tokens(words, vis)], 1)  # (BS, L+1)
+        state = self.init_state(f)
+        h_prev = state[2]
+        rows = []
+        for t in range(L + 1):
+            if t > 0 and (inputs[:, t] == 0).all():   # every caption has ended: EOS was predicted
+                break
+            x_lang, state = self.recur(inputs[:, t], f, state)
+            out = self.drop(state[2])
+            masks = (dropout_mask(self.drop, out), dropout_mask(self.sentinel[2], out)) if self.has_pointer else ()
+            rows.append((out, x_lang, h_prev, state[3], state[2]) + masks)
+            h_prev = state[2]
+        out, x_lang, h_prev, c_lang, h_lang, *masks = [torch.stack(x, 1) if x[0] is not None else None
+                                                       for x in zip(*rows)]    # (N, T, ...)
+        word_logp, region_logp = self.outputs(out, x_lang, h_prev, c_lang, f.get("pointer_keys"), f["region_mask"],
+                                              drop_masks=tuple(masks) if masks and masks[0] is not None else None)
+        return {"word_logp": word_logp, "region_logp": region_logp, "h_lang": h_lang, "features": f}
+
+    def slot_logp(self, f: dict, h_lang: torch.Tensor, region_feat: torch.Tensor, cls: torch.Tensor):
+        return self.heads(region_feat, h_lang, cls)
+
+    def input_tokens(self, words: torch.Tensor, vis_cls: torch.Tensor) -> torch.Tensor:
+        """Teacher-forcing inputs: a visual word feeds its class embedding row V + c."""
+        return torch.where(vis_cls > 0, self.vocab_size + vis_cls, words)
+
+    @torch.no_grad()
+    def copy_class(self, novel: int, seen: int) -> None:
+        self.regions.copy_class(novel, seen)
+        emb = self.embed[0].weight
+        emb[self.vocab_size + novel] = emb[self.vocab_size + seen]
+
+
+
+def dropout_mask(drop: nn.Dropout, like: torch.Tensor) -> torch.Tensor | None:
+    """The mask drop(x) would multiply an x shaped like `like` by (0 or 1 / (1 - p)), drawn now
+    from the same random stream; None when drop is off (eval, p = 0)."""
+    if not drop.training or drop.p == 0:
+        return None
+    return drop(torch.ones_like(like))

@@ -1,0 +1,84 @@
+"""Region vectors v_i = [RoIAlign feature ; location ; class embedding] -> rnn_size (reference §2.2),
+plus the grid (conv cells) and global (mean) features the decoder attends over.
+
+The encoder reads a conv map (B, D, h, w) and pools the proposals itself, or `CachedRegions`:
+the conv map and the pooled proposals read from prepro/prepro_features.py's cache."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from nbt.pooling.roi_align import pool_regions
+
+
+class CachedRegions(NamedTuple):
+    """A batch of cached features: the grid and the proposals' RoIAlign features, pooled once."""
+    grid: torch.Tensor          # (B, D, h, w)
+    pooled: torch.Tensor        # (B, R, D)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.grid.shape
+
+
+class RegionEncoder(nn.Module):
+    def __init__(self, *, feat_dim: int, num_classes: int, rnn_size: int, class_emb_size: int,
+                 loc_emb_size: int, drop_prob: float, stride: int, image_size: int,
+                 class_vectors: torch.Tensor | None = None, grid_size: int = 0):
+        super().__init__()
+        self.stride, self.image_size, self.grid_size = stride, image_size, grid_size
+        self.class_emb = nn.Embedding(num_classes + 1, class_emb_size)     # row 0: padding
+        if class_vectors is not None:                                      # GloVe, frozen
+            self.class_emb.weight.data.copy_(class_vectors)
+            self.class_emb.weight.requires_grad_(False)
+        self.loc = nn.Sequential(nn.Linear(5, loc_emb_size), nn.ReLU(), nn.Dropout(drop_prob))
+        self.cls_act = nn.Sequential(nn.ReLU(), nn.Dropout(drop_prob))
+        self.region = nn.Sequential(nn.Linear(feat_dim + loc_emb_size + class_emb_size, rnn_size),
+                                    nn.ReLU(), nn.Dropout(drop_prob))
+        self.grid = nn.Sequential(nn.Linear(feat_dim, rnn_size), nn.ReLU(), nn.Dropout(drop_prob))
+        self.fc = nn.Sequential(nn.Linear(feat_dim, rnn_size), nn.ReLU(), nn.Dropout(drop_prob))
+
+    def forward(self, conv: torch.Tensor | CachedRegions, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
+        """conv (B, D, h, w) or CachedRegions; proposals (B, R, 6) x1 y1 x2 y2 class score; prop_mask (B, R)."""
+        B = conv.shape[0]
+        if isinstance(conv, CachedRegions):
+            pooled, conv = conv.pooled.to(conv.grid.dtype), conv.grid      # (B, R, D), (B, D, h, w)
+        else:
+            pooled = pool_regions(conv, proposals[..., :4], self.stride)   # (B, R, D) at full resolution
+        if self.grid_size and conv.shape[-1] > self.grid_size:             # cheaper attention grid
+            conv = torch.nn.functional.adaptive_avg_pool2d(conv, self.grid_size)
+        grid = conv.flatten(2).transpose(1, 2)                             # (B, h*w, D)
+        loc = torch.cat([proposals[..., :4] / self.image_size, proposals[..., 5:6]], -1)   # (B, R, 5)
+        cls = proposals[..., 4].long().clamp(min=0) * prop_mask
+        region = torch.cat([pooled, self.loc(loc.to(pooled.dtype)), self.cls_act(self.class_emb(cls))], -1)
+        return {
+            "fc": self.fc(grid.mean(1)),                                   # (B, H)
+            "grid": self.grid(grid),                                       # (B, N, H)
+            "regions": self.region(region) * prop_mask[..., None],         # (B, R, H)
+            "region_cls": cls,                                             # (B, R)
+            "region_mask": prop_mask,                                      # (B, R)
+            "batch": B,
+        }
+
+    @torch.no_grad()
+    def copy_class(self, novel: int, seen: int) -> None:
+        """NOC: a held-out class borrows a seen class's embedding (the original's noc_word_map)."""
+        self.class_emb.weight[novel] = self.class_emb.weight[seen]
+
+
+def rows_of(feats: dict, img: torch.Tensor) -> dict:
+    """Per-row features: every per-image tensor gathered at img (n,)."""
+    out = {k: (v[img] if torch.is_tensor(v) else v) for k, v in feats.items()}
+    out["batch"] = len(img)
+    return out
+
+
+def expand_features(feats: dict, n: int) -> dict:
+    """Repeat every per-image tensor n times along the batch (captions / beams per image)."""
+    out = {}
+    for k, v in feats.items():
+        out[k] = v.repeat_interleave(n, dim=0) if torch.is_tensor(v) else v
+    out["batch"] = feats["batch"] * n
+    return out

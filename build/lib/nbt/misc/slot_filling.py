@@ -1,0 +1,49 @@
+"""Template -> caption: each pointer slot becomes the fine-grained word of the pointed region's class,
+in its plural form when the plural head says so (reference §3, "filling a slot").
+
+With `novel_classes` (decode_noc), a region of a held-out class is rendered with the class name
+itself, since the fine-grained head never saw its words.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nbt.misc.decoding import Decoded
+from nbt.misc.vocab import Vocabulary
+
+
+@dataclass
+class Caption:
+    text: str                      # "two red rings next to a blue tile"
+    tagged: str                    # "two red [rings] next to a blue [tile]"
+    grounding: list                # [{word, position, region, box [x1,y1,x2,y2], class, score}]
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"caption": self.text, "tagged": self.tagged, "grounding": self.grounding, "score": self.score}
+
+
+def fill_slots(d: Decoded, vocab: Vocabulary, proposals, *, novel_classes: set[int] = frozenset(),
+               box_scale: tuple[float, float] = (1.0, 1.0)) -> Caption:
+    """proposals (R, 6) of this image in model-input pixels; box_scale maps them to the caller's."""
+    V = vocab.size
+    fg_words = vocab.classes.fg_words
+    words, tagged, grounding = [], [], []
+    for pos, (tok, plural, fine) in enumerate(zip(d.tokens, d.plural, d.fine)):
+        if tok < V:
+            w = vocab.word(tok)
+            words.append(w)
+            tagged.append(w)
+            continue
+        r = tok - V
+        x1, y1, x2, y2, cls, score = [float(v) for v in proposals[r]]
+        cls = int(cls)
+        base = vocab.classes.names[cls - 1] if cls in novel_classes or fine < 0 else fg_words[fine]
+        w = vocab.plural(base) if plural else base
+        words.append(w)
+        tagged.append(f"[{w}]")
+        sx, sy = box_scale
+        grounding.append({"word": w, "position": pos, "region": r, "class": vocab.classes.names[cls - 1],
+                          "box": [round(x1 * sx, 2), round(y1 * sy, 2), round(x2 * sx, 2), round(y2 * sy, 2)],
+                          "score": round(score, 4), "plural": int(plural)})
+    return Caption(" ".join(words), " ".join(tagged), grounding, d.score)

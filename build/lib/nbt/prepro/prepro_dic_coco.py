@@ -1,0 +1,286 @@
+"""Captions -> `dic_*.json` + `cap_*.json` in the original's format (nbt-reference §1.2).
+
+Input: a Karpathy-style `dataset_*.json` (COCO, Flickr30k, the built-in world) or plain COCO
+`captions_*.json` files (2017 users). Output keys of the dic file: the original's `ix_to_word`,
+`wtod`, `wtol`, `images[*].{split, file_path, id}`, plus ours: `classes`, `fg_words`, `plural_of`,
+`split_scheme`, `held_out`, `fingerprint`. Unlike the original the vocabulary is counted on the
+training split only (no test leakage) and its order is deterministic (count, then alphabetical).
+A word is kept when it occurs MORE than --word_count_threshold times in the training captions
+(the original's rule: 5 keeps words seen 6+ times, 1 drops every word seen once, 0 keeps all).
+
+NOC with a split file: the held-out classes are --held_out, or, when it is not given, read from
+the split (the original's `split_noc_coco.json` has no list of them; see `held_out_from_split`).
+
+    python prepro/prepro_dic_coco.py --input_json data/coco/dataset_coco.json \
+        --class_name_file data/coco/coco_class_name.txt --split normal \
+        --output_dic data/coco/dic_coco.json --output_cap data/coco/cap_coco.json
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import re
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import _checkout  # noqa: F401  (`nbt` = this checkout)
+
+import numpy as np
+from tqdm import tqdm
+
+from nbt.misc.annotations import BoxIndex
+from nbt.misc.io import DataError, atomic_write_json, read_json
+from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, tokenize, word_to_lemma
+from nbt.prepro.splits import NOC_KEYS, held_out_from_split, index_robust, noc_split, robust_split, split_of_image
+
+DCC_HELD_OUT = "bottle,bus,couch,microwave,pizza,tennis racket,suitcase,zebra"
+
+
+def images_from_karpathy(path: str) -> list[dict]:
+    data = read_json(path)
+    if not isinstance(data, dict) or "images" not in data:
+        raise DataError(f"{path}: not a Karpathy split file (no 'images')")
+    out = []
+    for im in data["images"]:
+        try:
+            split = "train" if im["split"] == "restval" else im["split"]
+            out.append({"id": int(im.get("cocoid", im.get("imgid"))),
+                        "file_path": f"{im['filepath']}/{im['filename']}" if im.get("filepath") else im["filename"],
+                        "split": split,
+                        "captions": [s["tokens"] for s in im["sentences"]]})
+        except (KeyError, TypeError):
+            raise DataError(f"{path}: malformed image entry {str(im)[:80]}") from None
+    return out
+
+
+def images_from_coco_captions(paths: list[str], seed: int = 123, quiet: bool = False) -> list[dict]:
+    """COCO captions files: images of a '*train*' file are train, others halved into val / test."""
+    out = []
+    for path in paths:
+        data = read_json(path)
+        if "annotations" not in data or "images" not in data:
+            raise DataError(f"{path}: not a COCO captions file")
+        caps: dict[int, list[list[str]]] = {}
+        for a in tqdm(data["annotations"], desc=f"tokenise {Path(path).name}", unit=" captions",
+                      disable=quiet or None, mininterval=1):
+            caps.setdefault(int(a["image_id"]), []).append(tokenize(a["caption"]))
+        folder = re.sub(r"^captions_", "", Path(path).stem)
+        images = sorted(data["images"], key=lambda im: im["id"])
+        is_train = "train" in folder
+        rng = random.Random(seed)
+        order = list(range(len(images)))
+        rng.shuffle(order)
+        half = set(order[: len(order) // 2])
+        for k, im in enumerate(images):
+            split = "train" if is_train else ("val" if k in half else "test")
+            out.append({"id": int(im["id"]), "file_path": f"{folder}/{im['file_name']}",
+                        "split": split, "captions": caps.get(int(im["id"]), [])})
+    return out
+
+
+# What the original's prepro read from fixed places (its data README's commands name none of them).
+DEFAULT_CLASS_FILE = "data/coco/coco_class_name.txt"
+DEFAULT_SPLIT_FILES = {"robust": "data/robust_coco/split_robust_coco.json", "noc": "data/noc_coco/split_noc_coco.json"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The original's option names (`--output_dic_json`, `--output_cap_json`) with their
+    abbreviations (`--output_dic`), as its data README's commands use them."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input_json", default="", help="Karpathy-style dataset json (dataset_coco.json)")
+    p.add_argument("--captions_json", nargs="*", default=[], help="COCO captions files (instead of --input_json)")
+    p.add_argument("--class_name_file", default=DEFAULT_CLASS_FILE,
+                   help="class-name file: one line per class, comma-separated fine-grained words")
+    p.add_argument("--instances_json", nargs="*", default=[],
+                   help="COCO instances (needed to regenerate a robust split)")
+    p.add_argument("--split", default="normal", choices=["normal", "robust", "noc"],
+                   help="normal (Karpathy), robust or noc (DCC) splits")
+    p.add_argument("--split_file", default="",
+                   help="robust / NOC split json; default: the original's place "
+                        f"({', '.join(DEFAULT_SPLIT_FILES.values())}) when it exists; regenerated when absent")
+    p.add_argument("--held_out", default="",
+                   help="NOC held-out class names, comma-separated. With --split_file: default = read "
+                        "from the file (its 'held_out' list, else inferred from the split); when "
+                        f"regenerating the split: default = the 8 DCC objects ({DCC_HELD_OUT})")
+    p.add_argument("--robust_max_test", type=int, default=15000, help="robust split: stop after this many test images")
+    p.add_argument("--word_count_threshold", type=int, default=5,
+                   help="keep words seen MORE than this many times in the training captions (the "
+                        "original's rule: 5 keeps words seen 6+ times, 1 drops words seen once, 0 keeps "
+                        "every word); the others read as UNK")
+    p.add_argument("--output_dic_json", "--output_dic", dest="output_dic", required=True,
+                   help="the dic file to write (vocabulary, visual words, images and splits)")
+    p.add_argument("--output_cap_json", "--output_cap", dest="output_cap", required=True,
+                   help="the caption file to write (token lists per image)")
+    p.add_argument("--output_df", default="", help="CIDEr-D document frequencies of the train references")
+    p.add_argument("--seed", type=int, default=123, help="seed of regenerated splits")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (shown on a terminal only)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.class_name_file == DEFAULT_CLASS_FILE and not Path(DEFAULT_CLASS_FILE).is_file():
+        args.class_name_file = str(Path(__file__).resolve().parents[1] / DEFAULT_CLASS_FILE)   # the shipped one
+    if args.split != "normal" and not args.split_file and Path(DEFAULT_SPLIT_FILES[args.split]).is_file():
+        args.split_file = DEFAULT_SPLIT_FILES[args.split]
+    try:
+        run(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args) -> dict:
+    quiet = getattr(args, "quiet", False)
+    if bool(args.input_json) == bool(args.captions_json):
+        raise DataError("give exactly one of --input_json or --captions_json")
+    images = images_from_karpathy(args.input_json) if args.input_json else \
+        images_from_coco_captions(args.captions_json, args.seed, quiet)
+    classes = ClassNames.read(args.class_name_file)
+    matcher = VisualWordMatcher(classes)
+    held_out = apply_split(args, images, classes, matcher) if args.split != "normal" else []
+
+    train_caps = [c for im in images if im["split"] == "train" for c in im["captions"]]
+    if not train_caps:
+        raise DataError("no training captions: check the split field / split file")
+    ix_to_word = build_vocab(train_caps, args.word_count_threshold)
+    vocab = Vocabulary(ix_to_word, classes)
+    all_caps = [c for im in images for c in im["captions"]]
+    vocab.plural_of = plural_forms(tqdm(all_caps, desc="visual words", unit=" captions", disable=quiet or None,
+                                        mininterval=1), classes, matcher)
+    wtod = {w: c - 1 for w, c in classes.word_to_class().items()}     # original: 0-based line index
+    dic = {
+        "ix_to_word": ix_to_word, "wtod": wtod, "wtol": word_to_lemma({t for c in all_caps for t in c}, classes),
+        "images": [{"split": im["split"], "file_path": im["file_path"], "id": im["id"]} for im in images],
+        "classes": list(classes.names), "fg_words": classes.fg_words, "plural_of": vocab.plural_of,
+        "split_scheme": args.split, "held_out": held_out,
+        "fingerprint": vocab.fingerprint(),
+    }
+    # Tokens are stored as they are (the original wrote UNK here): the loader maps unknown words to
+    # UNK itself, files of the original still load, and evaluation references keep every word.
+    cap = [im["captions"] for im in images]
+    atomic_write_json(args.output_dic, dic)
+    atomic_write_json(args.output_cap, cap)
+    if args.output_df:
+        train = [im["captions"] for im in images if im["split"] == "train"]
+        atomic_write_json(args.output_df, document_frequency(train, quiet=quiet))
+    counts = {s: sum(im["split"] == s for im in images) for s in ("train", "val", "test", "rest")}
+    unk = sum(t not in vocab.word_to_ix for c in train_caps for t in c) / max(sum(map(len, train_caps)), 1)
+    print(f"{args.output_dic}: vocab {len(ix_to_word)} (UNK {100 * unk:.1f} % of training tokens), images "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return dic
+
+
+def document_frequency(images: list[list[list[str]]], n_max: int = 4, quiet: bool = True) -> dict:
+    """`misc.cider.document_frequency` of per-image token lists, vectorised: {"ref_len": log #images,
+    "df": {"w1 w2": number of images whose references hold the n-gram}} (tests/test_formats.py checks
+    the two agree). Each n-gram is one int64 code (base = number of distinct words), counted once
+    per image by sorting (code, image) pairs; only distinct n-grams are joined back into strings."""
+    words: dict[str, int] = {}
+    flat: list[int] = []
+    lengths, owner = [], []
+    bar = tqdm(images, desc="CIDEr-D df", unit=" images", disable=quiet or None, mininterval=1)
+    for i, captions in enumerate(bar):
+        for c in captions:
+            toks = " ".join(c).split()                    # exactly the tokens the reference string has
+            flat.extend([words.setdefault(t, len(words) + 1) for t in toks])
+            lengths.append(len(toks))
+            owner.append(i)
+    base = len(words) + 1
+    if base ** n_max >= 2 ** 63:                          # codes would overflow: the plain count
+        from nbt.misc.cider import document_frequency as plain
+        return plain([[" ".join(c) for c in captions] for captions in images], n_max)
+    ids = np.asarray(flat, np.int64)                      # (T,) all tokens, caption after caption
+    lengths = np.asarray(lengths, np.int64)
+    ends = np.repeat(np.cumsum(lengths), lengths)         # (T,) end offset of each token's caption
+    image = np.repeat(np.asarray(owner, np.int64), lengths)
+    pos = np.arange(len(ids))
+    text = np.array([""] + list(words), dtype=object)     # word id -> word
+    df: dict[str, int] = {}
+    code = np.zeros(len(ids), np.int64)                   # (T,) code of the n-gram starting there
+    for n in range(1, n_max + 1):
+        code[: len(ids) - n + 1] = code[: len(ids) - n + 1] * base + ids[n - 1:]
+        ok = pos + n <= ends                              # the n-gram stays inside its caption
+        c, im = code[ok], image[ok]
+        order = np.lexsort((im, c))
+        c, im = c[order], im[order]
+        first = np.ones(len(c), bool)
+        first[1:] = (c[1:] != c[:-1]) | (im[1:] != im[:-1])   # one count per (n-gram, image)
+        grams, counts = np.unique(c[first], return_counts=True)
+        strings = text[grams // base ** (n - 1)]
+        for k in range(1, n):
+            strings = strings + " " + text[grams // base ** (n - 1 - k) % base]
+        df.update(zip(strings.tolist(), counts.tolist()))
+    return {"ref_len": math.log(float(max(len(images), 1))), "df": df}
+
+
+def apply_split(args, images: list[dict], classes: ClassNames, matcher: VisualWordMatcher) -> list[str]:
+    """Set images[*]["split"] from a robust / NOC split file (regenerated when absent); returns the
+    NOC held-out class names ([] for robust)."""
+    path = Path(args.split_file) if args.split_file else None
+    split_file = read_json(path) if path and path.is_file() else None
+    given = [n.strip() for n in args.held_out.split(",") if n.strip()]
+    unknown = [n for n in given if n not in classes.names]
+    if unknown:
+        raise DataError(f"--held_out: '{unknown[0]}' is not a class of {args.class_name_file}")
+    if split_file is None:
+        if args.split == "robust":     # mentions grounded in the GT boxes (the original's algorithm)
+            if not args.instances_json:
+                raise DataError("--split robust without a split file needs --instances_json to regenerate it")
+            boxes = BoxIndex.from_files(args.instances_json, classes)
+            mentions = {im["id"]: matcher.mentioned_classes(im["captions"], boxes.present_classes(im["id"]))
+                        for im in images}
+            split_file = robust_split(mentions, max_test_images=args.robust_max_test, seed=args.seed)
+        else:       # DCC: any caption naming a held-out class keeps its image out of training
+            given = given or DCC_HELD_OUT.split(",")
+            mentions = {im["id"]: matcher.mentioned_classes(im["captions"]) for im in images}
+            split_file = noc_split(mentions, [classes.names.index(n) + 1 for n in given], seed=args.seed)
+            split_file["held_out"] = given
+        if path:
+            atomic_write_json(path, split_file)
+    if args.split == "robust":
+        split_file = index_robust(split_file)
+    elif not set(NOC_KEYS) <= set(split_file):
+        raise DataError(f"{path}: not a NOC split file (needs the keys {', '.join(NOC_KEYS)})")
+    for im in images:
+        im["split"] = split_of_image(split_file, im["id"], args.split)
+    return noc_held_out(split_file, given, images, classes, matcher, path) if args.split == "noc" else []
+
+
+def noc_held_out(split_file: dict, given: list[str], images: list[dict], classes: ClassNames,
+                 matcher: VisualWordMatcher, path) -> list[str]:
+    """--held_out, else the file's own list, else the classes the split holds out (inferred)."""
+    listed = list(split_file.get("held_out") or [])
+    if given and listed and sorted(given) != sorted(listed):
+        warnings.warn(f"--held_out {','.join(given)} differs from the held-out list of {path} "
+                      f"({','.join(listed)}); using --held_out")
+    names = given or listed
+    if not names:
+        captions = {im["id"]: im["captions"] for im in images}
+        held = held_out_from_split(split_file, captions, classes, matcher)
+        names = [classes.names[c - 1] for c in held]
+        if names:
+            print(f"{path}: no held-out list; held-out classes inferred from the split: {', '.join(names)}")
+    if not names:
+        raise DataError(f"{path}: NOC split with no held-out classes (no class is absent from the training "
+                        "captions and mentioned by the novel images); pass --held_out")
+    missing = [n for n in names if n not in classes.names]
+    if missing:
+        raise DataError(f"{path}: held-out class '{missing[0]}' is not in the class-name file")
+    held = {classes.names.index(n) + 1 for n in names}
+    seen = Counter(v.cls for im in images if im["split"] == "train" for c in im["captions"]
+                   for v in matcher.match(c) if v.cls in held)
+    for c, k in sorted(seen.items()):
+        warnings.warn(f"{k} training captions mention held-out class '{classes.names[c - 1]}' "
+                      "(through a fine-grained word or a plural): it is not novel for them")
+    return names
+
+
+if __name__ == "__main__":
+    sys.exit(main())
