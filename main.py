@@ -20,27 +20,9 @@ if __package__ in (None, ""):   # `python main.py` from a checkout: `nbt` is thi
 
 from nbt.misc.config import ConfigError, build_options, format_help, help_defaults
 from nbt.misc.io import DataError
+from nbt.prepro.prepare_world import ensure_world
 
 DEFAULT_CFG = "cfgs/world.yml" if Path("cfgs/world.yml").is_file() else str(Path(__file__).resolve().parent / "cfgs" / "world.yml")
-WORLD_ROOT = Path("data/world")
-
-
-def ensure_world(opt) -> None:
-    """The built-in world is generated on first use (about ten seconds), and only into its own
-    location data/world: a mistyped --input_dic is a missing file, never a new world."""
-    if opt.dataset != "world" or Path(opt.input_dic).is_file():
-        return
-    root = Path(opt.input_dic).parent
-    root = root.parent if root.name in ("robust", "noc") else root
-    if root.resolve() != WORLD_ROOT.resolve() or (root / "dic_world.json").exists():
-        raise DataError(f"file not found: {opt.input_dic} (the built-in world is generated only into "
-                        f"{WORLD_ROOT}/; elsewhere run prepro/prepare_world.py --out DIR)")
-    from nbt.prepro.prepare_world import prepare
-    from nbt.prepro.world import WorldConfig
-    print(f"generating the built-in world in {root} ...", flush=True)
-    prepare(WorldConfig(out=str(root)))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -18,8 +18,7 @@ from nbt.misc.decoding import beam_search, select_constraints
 def per_image(decoder, f, B, **kw):
     out = []
     for i in range(B):
-        fi = {k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in f.items()}
-        fi["batch"] = 1
+        fi = f.rows(torch.tensor([i], device=f.device))
         c = kw.get("constraints")
         out += beam_search(decoder, fi, **{**kw, "constraints": None if c is None else c[i:i + 1]})
     return out
@@ -41,7 +40,7 @@ def main():
     batch_dev = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
     with torch.no_grad():
         f = model.encode(batch_dev)
-    B = f["batch"]
+    B = f.batch
     cons = select_constraints(batch["proposals"], batch["prop_mask"], k=2, mode="all", score_thresh=0.0).to(device)
     print(f"model: {what}; {B} images; device {device}; torch threads {torch.get_num_threads()}")
     rows = []

@@ -22,7 +22,8 @@ import torch
 from common import world_options
 from nbt.misc.dataset import CaptionDataset, DataBundle
 from nbt.misc.runtime import seed_everything  # noqa: E402
-from nbt.misc.trainer import TrainState, build_model, build_optimizer, make_loader, train_one_epoch  # noqa: E402
+from nbt.misc.trainer import TrainState, make_loader, train_one_epoch  # noqa: E402
+from nbt.misc.builders import build_model, build_optimizer  # noqa: E402
 from nbt.prepro.prepro_features import build_cache
 
 

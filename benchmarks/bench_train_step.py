@@ -36,7 +36,10 @@ MODELS = ("updown_plain", "topdown")
 
 def world_setup(name: str, device):
     from nbt.misc.dataset import CaptionDataset, DataBundle, collate
-    from nbt.misc.trainer import build_model
+    try:
+        from nbt.misc.builders import build_model
+    except ImportError:                                     # a checkout from before misc/builders.py
+        from nbt.misc.trainer import build_model
     opt = dataclasses.replace(world_options(cuda=device.type != "cpu"), att_model=name)
     bundle = DataBundle.load(opt)
     # the same images and captions; the plain decoder reads the visual words as words
@@ -54,12 +57,16 @@ def coco_setup(name: str, device, images: int = 10):
 
 def step_fn(opt, model, batch, device):
     from nbt.misc.losses import combine
-    from nbt.misc.trainer import batch_counts, build_optimizer
+    from nbt.misc.trainer import batch_counts
+    try:
+        from nbt.misc.builders import build_optimizer
+    except ImportError:                                     # a checkout from before misc/builders.py
+        from nbt.misc.trainer import build_optimizer
     batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
     model.train()
     optimizer = build_optimizer(opt, model)
     counts = batch_counts(batch, opt.seq_length)
-    weights = (opt.lm_loss_weight, opt.bn_loss_weight, opt.fg_loss_weight, opt.group_loss_weight)
+    weights = (opt.lm_loss_weight, opt.bn_loss_weight, opt.fg_loss_weight, opt.group_loss_weight)   # works on older checkouts too
 
     def step():
         optimizer.zero_grad(set_to_none=True)

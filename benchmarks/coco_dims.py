@@ -45,9 +45,9 @@ def coco_options(*, tiny: bool = False, **overrides):
 def coco_model(opt, *, tiny: bool = False):
     """The project's captioner (misc.captioner.build_captioner) at COCO sizes, random weights."""
     d = TINY if tiny else COCO
-    fg_class = [1 + i % d["classes"] for i in range(d["fine"])]          # fine word -> class 1..C
+    fine_class = [1 + i % d["classes"] for i in range(d["fine"])]          # fine word -> class 1..C
     torch.manual_seed(opt.seed)
-    model = build_captioner(opt, vocab_size=d["vocab"], num_classes=d["classes"], fg_class=fg_class)
+    model = build_captioner(opt, vocab_size=d["vocab"], num_classes=d["classes"], fine_class=fine_class)
     return model
 
 
@@ -71,7 +71,7 @@ def coco_batch(B: int, *, tiny: bool = False, raw_images: bool = False, visual: 
     vis_cls = torch.zeros(B, S, L, dtype=torch.long)
     plural, fg = torch.zeros_like(vis_cls), torch.full_like(vis_cls, -1)
     pos = torch.zeros(B, S, L, R, dtype=torch.bool)
-    fg_class = torch.tensor([1 + i % C for i in range(d["fine"])])
+    fine_class = torch.tensor([1 + i % C for i in range(d["fine"])])
     if visual:
         for b in range(B):
             for s in range(S):
@@ -82,7 +82,7 @@ def coco_batch(B: int, *, tiny: bool = False, raw_images: bool = False, visual: 
                     k = min(len(same), int(torch.randint(1, 6, (1,), generator=g)))
                     pos[b, s, t, same[torch.randperm(len(same), generator=g)[:k]]] = True
                     vis_cls[b, s, t], plural[b, s, t] = c, int(k > 1)
-                    choices = (fg_class == c).nonzero().flatten()
+                    choices = (fine_class == c).nonzero().flatten()
                     fg[b, s, t] = int(choices[torch.randint(len(choices), (1,), generator=g)])
     if raw_images:
         images = torch.rand(B, 3, size, size, generator=g)
@@ -91,6 +91,6 @@ def coco_batch(B: int, *, tiny: bool = False, raw_images: bool = False, visual: 
         images = torch.rand(B, d["feat"], n, n, generator=g)
     return {"images": images, "proposals": proposals, "prop_mask": torch.ones(B, R, dtype=torch.bool),
             "gt": torch.zeros(B, 1, 7), "gt_mask": torch.zeros(B, 1, dtype=torch.bool),
-            "words": words, "vis_cls": vis_cls, "plural": plural, "fg": fg, "pos": pos,
+            "words": words, "vis_cls": vis_cls, "plural": plural, "fine": fg, "pos": pos,
             "image_ids": list(range(B)), "rows": list(range(B)), "n_visual": int((vis_cls > 0).sum()),
             "n_grounded": int((vis_cls > 0).sum()), "skipped": []}

@@ -43,7 +43,7 @@ def timeit(fn, repeat: int = 3, warmup: int = 1) -> float:
 
 def load_trained_or_random(opt, bundle, device):
     from nbt.misc.checkpoint import load_checkpoint
-    from nbt.misc.trainer import build_model
+    from nbt.misc.builders import build_model
     model = build_model(opt, bundle, device)
     ckpt = ROOT / "save" / "world" / "model-best.pth"
     if ckpt.is_file():

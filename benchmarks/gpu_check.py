@@ -39,8 +39,9 @@ from coco_dims import coco_batch, coco_model, coco_options  # noqa: E402
 from nbt.misc.decoding import beam_search, select_constraints  # noqa: E402
 from nbt.misc.runtime import autocast  # noqa: E402
 from nbt.misc.io import atomic_write_json  # noqa: E402
-from nbt.misc.losses import combine  # noqa: E402
-from nbt.misc.trainer import batch_counts, build_optimizer  # noqa: E402
+from nbt.misc.losses import combine, loss_weights  # noqa: E402
+from nbt.misc.trainer import batch_counts  # noqa: E402
+from nbt.misc.builders import build_optimizer  # noqa: E402
 
 TRAIN_IMAGES, ALL_IMAGES = 113_287, 123_287
 
@@ -111,7 +112,7 @@ def train_step(model, opt, B: int, raw: bool, device, tiny: bool):
              for k, v in coco_batch(B, tiny=tiny, raw_images=raw).items()}
     optimizer = build_optimizer(opt, model)
     counts = batch_counts(batch, opt.seq_length)
-    weights = (opt.lm_loss_weight, opt.bn_loss_weight, opt.fg_loss_weight, opt.group_loss_weight)
+    weights = loss_weights(opt)
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def step():
@@ -138,14 +139,14 @@ def eval_rows(args, device, timer) -> list[dict]:
 
 
 def eval_step(model, opt, batch, cbs: bool, device):
-    """misc.evaluation.generate_batch without the slot filling into strings (CPU text work)."""
+    """misc.inference.decode_batch without the slot filling into strings (CPU text work)."""
     batch_dev = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     @torch.no_grad()
     def step():
         with autocast(device, opt.amp):
             f = model.encode(batch_dev)
-        f = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in f.items()}
+        f = f.float()
         constraints = select_constraints(batch["proposals"], batch["prop_mask"], k=2, mode="all",
                                          score_thresh=0.0) if cbs else None
         beam_search(model.decoder, f, beam_size=3, max_len=opt.seq_length, constraints=constraints)

@@ -121,7 +121,7 @@ class BoxIndex:
         rows: dict[int, list[tuple]] = {}
         sizes: dict[int, tuple[int, int]] = {}
         name_to_cls = {n: i + 1 for i, n in enumerate(classes.names)}
-        fg_index = {w: i for i, w in enumerate(classes.fg_words)}
+        fine_index = {w: i for i, w in enumerate(classes.fine_words)}
         groups: dict[tuple, int] = {}
         for path in paths:
             data = read_json(path)
@@ -140,7 +140,7 @@ class BoxIndex:
                 attrs = a.get("attributes") or {}
                 group = groups.setdefault(tuple(sorted(attrs.items())), len(groups)) if attrs else -1
                 rows.setdefault(int(a["image_id"]), []).append(
-                    (x, y, x + w, y + h, cls, fg_index.get(attrs.get("kind"), -1), group))
+                    (x, y, x + w, y + h, cls, fine_index.get(attrs.get("kind"), -1), group))
         ids = np.array(sorted(rows), dtype=np.int64)
         offsets = [0]
         flat: list[tuple] = []

@@ -198,7 +198,7 @@ class NBTCaptioner:
         check_compatible(ckpt, vocab.fingerprint(), list(classes.names), str(run))
         dev = torch.device(device or ("cuda" if opt.cuda and torch.cuda.is_available() else "cpu"))
         model = build_captioner(opt, vocab_size=vocab.size, num_classes=classes.num_classes,
-                                fg_class=classes.fg_class())
+                                fine_class=classes.fine_class())
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as err:

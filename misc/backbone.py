@@ -53,9 +53,8 @@ class TinyCNN(nn.Module):
     Output: the last layer's map plus the first block's map averaged down to the same grid
     (channels + channels // 4). Trained from scratch, the deep layers specialise to shape and drop
     colour, which the captions need ("two red rings"): a linear probe reads an object's colour
-    from RoI-pooled last-layer features 37% of the time after the quick-start training (92% at
-    random init, 99% from the first block). ImageNet-pretrained backbones keep colour; this skip
-    does the same for the tiny one."""
+    far less often from RoI-pooled last-layer features after training than from the first block.
+    ImageNet-pretrained backbones keep colour; this skip does the same for the tiny one."""
 
     def __init__(self, channels: int = 128):
         super().__init__()

@@ -13,15 +13,37 @@ Published settings (8 heads, 6 refiner layers, rnn 1024) are the defaults of its
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from nbt.misc.decoder_base import CaptionDecoder
-from nbt.misc.regions import RegionEncoder, rows_of
+from nbt.misc.encoded import ImageFeature, RefinedFeatures
+from nbt.misc.regions import RegionEncoder
+
+
+class LSTMState(NamedTuple):
+    h: torch.Tensor                # (N, H)
+    c: torch.Tensor                # (N, H)
+
+    @property
+    def out(self) -> torch.Tensor:
+        return self.h
+
+
+class AoAState(NamedTuple):
+    h: torch.Tensor                # (N, H)
+    c: torch.Tensor                # (N, H)
+    ctx: torch.Tensor              # (N, H) the AoA context of the step, fed back as input
+
+    @property
+    def out(self) -> torch.Tensor:
+        return self.ctx
 
 
 class ShowTell(CaptionDecoder):
-    def __init__(self, *, vocab_size, num_classes, fg_class, feat_dim, rnn_size=1024, input_encoding_size=512,
+    def __init__(self, *, vocab_size, num_classes, fine_class, feat_dim, rnn_size=1024, input_encoding_size=512,
                  att_hid_size=512, class_emb_size=300, loc_emb_size=300, drop_prob=0.5, stride=32,
                  image_size=512, class_vectors=None, **_):
         super().__init__()
@@ -32,19 +54,17 @@ class ShowTell(CaptionDecoder):
         self.drop = nn.Dropout(drop_prob)
         self.logit = nn.Linear(rnn_size, vocab_size)
 
-    def encode(self, conv, proposals, prop_mask) -> dict:
-        B = conv.shape[0]
-        return {"image": self.image(conv.flatten(2).mean(-1)), "batch": B,
-                "region_mask": prop_mask.new_zeros(B, 0), "region_cls": proposals.new_zeros(B, 0).long()}
+    def encode(self, conv, proposals, prop_mask) -> ImageFeature:
+        return ImageFeature(image=self.image(conv.flatten(2).mean(-1)))      # (B, E)
 
-    def init_state(self, f):
-        z = f["image"].new_zeros(f["batch"], self.rnn_size)
-        return self.lstm(f["image"], (z, z))                          # the image, fed once
+    def init_state(self, f: ImageFeature) -> LSTMState:
+        z = f.image.new_zeros(f.batch, self.rnn_size)
+        return LSTMState(*self.lstm(f.image, (z, z)))                       # the image, fed once
 
-    def step(self, tokens, f, state, pointed=None, img=None):
-        h, c = self.lstm(self.embed(tokens.clamp(max=self.vocab_size - 1)), state)
+    def step(self, tokens, f, state: LSTMState, pointed=None, img=None):
+        h, c = self.lstm(self.embed(tokens.clamp(max=self.vocab_size - 1)), tuple(state))
         logp = torch.log_softmax(self.logit(self.drop(h)).float(), -1)
-        return logp, logp.new_zeros(logp.shape[0], 0), (h, c)
+        return logp, logp.new_zeros(logp.shape[0], 0), LSTMState(h, c)
 
 
 class AoA(nn.Module):
@@ -72,7 +92,7 @@ class RefinerLayer(nn.Module):
 
 
 class AoANet(CaptionDecoder):
-    def __init__(self, *, vocab_size, num_classes, fg_class, feat_dim, rnn_size=1024, input_encoding_size=512,
+    def __init__(self, *, vocab_size, num_classes, fine_class, feat_dim, rnn_size=1024, input_encoding_size=512,
                  att_hid_size=512, class_emb_size=300, loc_emb_size=300, drop_prob=0.5, stride=32,
                  image_size=512, class_vectors=None, heads=8, refine_layers=6, grid_size=0, **_):
         super().__init__()
@@ -90,34 +110,28 @@ class AoANet(CaptionDecoder):
         self.drop = nn.Dropout(drop_prob)
         self.logit = nn.Linear(H, vocab_size)
 
-    def encode(self, conv, proposals, prop_mask) -> dict:
+    def encode(self, conv, proposals, prop_mask) -> RefinedFeatures:
         f = self.regions(conv, proposals, prop_mask)
-        feats = torch.cat([f["grid"], f["regions"]], 1)                          # (B, N + R, H)
-        valid = torch.cat([prop_mask.new_ones(f["grid"].shape[:2]), prop_mask], 1)
+        feats = torch.cat([f.grid, f.regions], 1)                                # (B, N + R, H)
+        valid = torch.cat([prop_mask.new_ones(f.grid.shape[:2]), prop_mask], 1)  # (B, N + R)
         for layer in self.refiner:
             feats = layer(feats, ~valid)
-        mean = (feats * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
-        B = conv.shape[0]
-        return {"feats": feats, "valid": valid, "mean": mean, "batch": B,
-                "region_mask": prop_mask.new_zeros(B, 0), "region_cls": proposals.new_zeros(B, 0).long()}
+        mean = (feats * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)   # (B, H)
+        return RefinedFeatures(feats=feats, valid=valid, mean=mean)
 
-    def init_state(self, f):
-        z = f["mean"].new_zeros(f["batch"], self.rnn_size)
-        return (z, z, z)                                                         # h, c, context
+    def init_state(self, f: RefinedFeatures) -> AoAState:
+        z = f.mean.new_zeros(f.batch, self.rnn_size)
+        return AoAState(z, z, z)
 
-    def step(self, tokens, f, state, pointed=None, img=None):
+    def step(self, tokens, f: RefinedFeatures, state: AoAState, pointed=None, img=None):
         if img is not None:
-            f = rows_of(f, img)
-        h, c, ctx = state
-        x = torch.cat([self.embed(tokens.clamp(max=self.vocab_size - 1)), f["mean"] + ctx], -1)
-        h, c = self.lstm(x, (h, c))
-        a, _ = self.att(h[:, None], f["feats"], f["feats"], key_padding_mask=~f["valid"], need_weights=False)
+            f = f.rows(img)
+        x = torch.cat([self.embed(tokens.clamp(max=self.vocab_size - 1)), f.mean + state.ctx], -1)
+        h, c = self.lstm(x, (state.h, state.c))
+        a, _ = self.att(h[:, None], f.feats, f.feats, key_padding_mask=~f.valid, need_weights=False)
         ctx = self.aoa(a.squeeze(1), h)
         logp = torch.log_softmax(self.logit(self.drop(ctx)).float(), -1)
-        return logp, logp.new_zeros(logp.shape[0], 0), (h, c, ctx)
-
-    def output_state(self, state):
-        return state[2]
+        return logp, logp.new_zeros(logp.shape[0], 0), AoAState(h, c, ctx)
 
 
 def build_baseline(name: str, *, heads: int = 8, refine_layers: int = 6, **common) -> CaptionDecoder:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import dataclasses
+
 from nbt.misc.backbone import build_backbone
-from nbt.misc.grouping import GROUP_KEYS, grouping_loss_sum
+from nbt.misc.encoded import Encoded
+from nbt.misc.grouping import grouping_loss_sum
 from nbt.misc.losses import xe_loss_sums
 from nbt.misc.model import NBTDecoder
 from nbt.misc.regions import CachedRegions
@@ -24,34 +27,33 @@ class Captioner(nn.Module):
         self.decoder = decoder
         self.cached = cached
 
-    def encode(self, batch: dict) -> dict:
+    def encode(self, batch: dict) -> Encoded:
         """Decoder features of a batch, without the grouping module's pair logits (only the
-        training loss reads those; decoding would copy them per beam)."""
-        f, _ = self._encode(batch)
-        return f
+        training loss reads those)."""
+        f = self._encode(batch)
+        return dataclasses.replace(f, groups=None) if getattr(f, "groups", None) is not None else f
 
-    def _encode(self, batch: dict) -> tuple[dict, dict]:
+    def _encode(self, batch: dict) -> Encoded:
         images = batch["images"]
         conv = images if self.cached or self.backbone is None else self.backbone(images)
         if batch.get("region_feats") is not None and hasattr(self.decoder, "regions"):
             conv = CachedRegions(conv, batch["region_feats"])          # pooled by prepro_features.py
-        f = self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
-        groups = {k: f.pop(k) for k in GROUP_KEYS if k in f}
-        return f, groups
+        return self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
 
     def forward(self, batch: dict, ss_prob: float = 0.0, scst=None) -> dict:
         """XE loss sums (see misc.losses), or with `scst` the self-critical loss - computed
         inside forward so DDP sees one graph."""
-        f, groups = self._encode(batch)
+        f = self._encode(batch)
         if scst is not None:
             return scst.loss(self.decoder, f, batch["rows"])
+        groups = getattr(f, "groups", None)
         out = self.decoder(f, batch, ss_prob=ss_prob)
         sums = xe_loss_sums(self.decoder, out, batch)
-        sums["grp"] = grouping_loss_sum(groups, batch) if groups else sums["lm"] * 0
+        sums["grouping"] = grouping_loss_sum(groups, batch) if groups is not None else sums["words"] * 0
         return sums
 
 
-def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[int],
+def build_captioner(opt, *, vocab_size: int, num_classes: int, fine_class: list[int],
                     class_vectors: torch.Tensor | None = None) -> Captioner:
     if opt.cached_features:        # only the shapes are needed: the conv maps come from the cache
         import dataclasses
@@ -59,7 +61,7 @@ def build_captioner(opt, *, vocab_size: int, num_classes: int, fg_class: list[in
     else:
         backbone = build_backbone(opt)
     feat_dim = backbone.out_channels
-    common = dict(vocab_size=vocab_size, num_classes=num_classes, fg_class=fg_class, feat_dim=feat_dim,
+    common = dict(vocab_size=vocab_size, num_classes=num_classes, fine_class=fine_class, feat_dim=feat_dim,
                   rnn_size=opt.rnn_size, input_encoding_size=opt.input_encoding_size,
                   att_hid_size=opt.att_hid_size, class_emb_size=opt.class_emb_size,
                   loc_emb_size=opt.loc_emb_size, drop_prob=opt.drop_prob_lm, stride=backbone.stride,

@@ -3,11 +3,11 @@
 A forked worker shares its parent's memory until a page is written, and reading a Python object
 writes to it (its reference count; the cyclic GC writes the header of every container it scans).
 With the captions as lists of strings, a worker that read every caption once held its own copy of
-them (415 MB at COCO size, issue 14). Here nothing a worker reads per item is a Python object:
+them (hundreds of MB at COCO size: benchmarks/README.md, "COCO at full size"). Here nothing a worker reads per item is a Python object:
 
     caption c        tokens[cap_start[c] : cap_start[c + 1]]   indices into `words` (distinct tokens)
     image row r      captions img_start[r] .. img_start[r + 1] - 1
-    visual words     visual[vw_start[c] : vw_start[c + 1]]      rows (pos, length, cls, plural, fg)
+    visual words     visual[vw_start[c] : vw_start[c + 1]]      rows (pos, length, cls, plural, fine)
     word ids         word_ids[token index]                       vocabulary id (UNK when unknown)
 
 The visual words are matched once per caption, against the classes P of all its image's GT boxes,
@@ -32,7 +32,7 @@ from nbt.misc import npz_cache
 from nbt.misc.io import DataError
 
 CACHE_VERSION = 1
-VW_COLUMNS = ("pos", "length", "cls", "plural", "fg")
+VW_COLUMNS = ("pos", "length", "cls", "plural", "fine")
 
 
 class ImageTable(Sequence):
@@ -98,7 +98,7 @@ class CaptionStore:
         self.tokens = tokens            # (T,) int32 token indices, all captions end to end
         self.cap_start = cap_start      # (C + 1,)   first token of each caption
         self.img_start = img_start      # (I + 1,)   first caption of each image row
-        self.visual = visual            # (M, 5) int32 pos, length, cls, plural, fg
+        self.visual = visual            # (M, 5) int32 pos, length, cls, plural, fine
         self.vw_start = vw_start        # (C + 1,)   first visual word of each caption
         self.word_ids = np.zeros(len(words), np.int64)    # vocabulary ids, set by bind_vocab
         self.replaced: dict[int, list[list[str]]] = {}
@@ -116,7 +116,7 @@ class CaptionStore:
             for c in caps:
                 tokens.extend(index.setdefault(str(t), len(index)) for t in c)
                 cap_start.append(len(tokens))
-                visual.extend((v.pos, v.length, v.cls, v.plural, v.fg) for v in match(row, c))
+                visual.extend((v.pos, v.length, v.cls, v.plural, v.fine) for v in match(row, c))
                 vw_start.append(len(visual))
             img_start.append(len(cap_start) - 1)
         words = np.array(list(index), dtype=str) if index else np.zeros(0, "<U1")
@@ -165,7 +165,7 @@ class CaptionStore:
         return self.words[self.token_index(c)].tolist()
 
     def visual_words(self, c: int) -> np.ndarray:
-        """(n, 5) pos, length, cls, plural, fg of caption c, matched against its image's GT classes."""
+        """(n, 5) pos, length, cls, plural, fine of caption c, matched against its image's GT classes."""
         return self.visual[self.vw_start[c]:self.vw_start[c + 1]]
 
 

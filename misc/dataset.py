@@ -1,12 +1,7 @@
 """Images + proposals + GT boxes + captions -> batches with per-token grounding targets.
 
-Per caption token (reference §1.3, with the original's defects fixed):
-  words  word id (0 = EOS / padding) ;  vis_cls  class 1..C of a visual word, else 0
-  plural 1 plural / 0 singular       ;  fg       fine-grained index, -1 for textual tokens
-  pos    (R,) positive proposals: IoU > pos_iou_thresh with a GT box of the word's class,
-         detection score >= pos_score_thresh, detected class == the word's class.
-A visual word without a positive proposal falls back to its textual words (all of them: the
-original kept only the first word of a bigram).
+Per caption token: words, vis_cls, plural, fine, and the pointer's positive proposals pos (the
+original's targets, with its defects fixed: misc/targets.py says which proposals are positives).
 
 Randomness (crop, caption choice) is drawn from (seed, epoch, index), so a run is reproducible
 whatever the number of workers, and a resumed run sees the same batches.
@@ -27,7 +22,8 @@ from nbt.misc.config import Options
 from nbt.misc.detector import ProposalReader, check_proposal_h5
 from nbt.misc.io import DataError, read_json
 from nbt.misc.npz_cache import cache_path, digest, file_stamp
-from nbt.misc.transforms import box_area, box_iou, crop_with_boxes, load_image, resize_with_boxes, to_tensor
+from nbt.misc.targets import CaptionTargets, PointerPositives
+from nbt.misc.transforms import box_area, crop_with_boxes, load_image, resize_with_boxes, to_tensor
 from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary
 
 
@@ -84,7 +80,7 @@ def load_dic(dic_path: str, class_name_file: str) -> tuple[dict, ClassNames, Voc
 
 def held_out_classes(dic: dict, classes: ClassNames) -> list[int]:
     names = dic.get("held_out") or []
-    return [classes.names.index(n) + 1 for n in names if n in classes.names]
+    return [classes.index(n) for n in names if n in classes.names]
 
 
 class CaptionDataset(Dataset):
@@ -190,8 +186,8 @@ class CaptionDataset(Dataset):
         return cached.grid, cached.pooled, props, gt_boxes * scale
 
     def encode_captions(self, row, props, gt, gt_cls, rng, gt_fine=None, gt_group=None) -> dict:
+        """The targets of seq_per_img captions of image `row` (misc/targets.py)."""
         opt = self.opt
-        present = set(int(c) for c in gt_cls)
         caps = self._caption_source(row)
         S, L, R = opt.seq_per_img, opt.seq_length, len(props)
         n_caps = max(len(caps), 1)                  # no caption at all: one empty caption
@@ -199,61 +195,16 @@ class CaptionDataset(Dataset):
             chosen = rng.choice(n_caps, S, replace=False) if self.train else np.arange(S)
         else:      # fewer captions than seq_per_img: repeat (the original's randint was off by one)
             chosen = np.concatenate([np.arange(n_caps), rng.choice(n_caps, S - n_caps)])
-        iou = box_iou(props[:, :4], gt) if R else np.zeros((0, len(gt)), np.float32)
-        det_cls = props[:, 4].astype(np.int64) if R else np.zeros(0, np.int64)
-        score_ok = props[:, 5] >= opt.pos_score_thresh if R else np.zeros(0, bool)
-        gt_fine = np.full(len(gt_cls), -1) if gt_fine is None else gt_fine
-
+        positives = PointerPositives.of(props, gt, gt_cls, gt_fine=gt_fine, gt_group=gt_group,
+                                        group_words=self.b.boxes.group_words, iou_thresh=opt.pos_iou_thresh,
+                                        score_thresh=opt.pos_score_thresh)
         attr_words = self.b.boxes.attribute_words
-        group_words = self.b.boxes.group_words
-
-        def positives(c: int, fine: int, adjectives: set[str]) -> np.ndarray:
-            """Proposals of class c over a GT box of class c; when the GT knows fine-grained kinds
-            (the built-in world) and the word names one, only boxes of that kind; when the GT
-            boxes carry attributes and the phrase names some ("two red rings"), only boxes with
-            them - otherwise a pointer is taught that any ring will do for "red rings"."""
-            boxes = gt_cls == c
-            if (gt_fine[boxes] == fine).any():
-                boxes = boxes & (gt_fine == fine)
-            if adjectives and gt_group is not None:
-                has = np.array([g >= 0 and adjectives <= group_words[g] for g in gt_group], bool)
-                if (boxes & has).any():
-                    boxes = boxes & has
-            hit = (iou[:, boxes] > opt.pos_iou_thresh).any(1) if R else np.zeros(0, bool)
-            return hit & score_ok & (det_cls == c)
-        words = np.zeros((S, L), np.int64)
-        vis = np.zeros((S, L), np.int64)
-        plural = np.zeros((S, L), np.int64)
-        fg = np.full((S, L), -1, np.int64)
-        pos = np.zeros((S, L, R), bool)
-        n_visual = n_grounded = 0
+        present = set(int(c) for c in gt_cls)
+        targets = CaptionTargets.empty(S, L, R)
         for s, k in enumerate(chosen):
             ids, tokens, visual = self._caption(caps, int(k), present, need_text=bool(attr_words))
-            t = i = 0
-            while i < len(ids) and t < L:
-                v = visual.get(i)
-                if v is not None:
-                    length, cls, is_plural, fine = v
-                    n_visual += 1
-                    adjectives, j = set(), i - 1
-                    while attr_words and j >= 0 and tokens[j] in attr_words:   # "two red [rings]"
-                        adjectives.add(str(tokens[j]))
-                        j -= 1
-                    mask = positives(cls, fine, adjectives)
-                    if mask.any():
-                        n_grounded += 1
-                        words[s, t] = ids[i + length - 1]                   # fallback / reference
-                        vis[s, t], plural[s, t], fg[s, t] = cls, is_plural, fine
-                        pos[s, t] = mask
-                        t += 1
-                        i += length
-                        continue
-                words[s, t] = ids[i]
-                t += 1
-                i += 1
-        return {"words": torch.from_numpy(words), "vis_cls": torch.from_numpy(vis),
-                "plural": torch.from_numpy(plural), "fg": torch.from_numpy(fg),
-                "pos": torch.from_numpy(pos), "n_visual": n_visual, "n_grounded": n_grounded}
+            targets.write(s, ids, tokens, visual, positives, attr_words)
+        return targets.as_batch_item()
 
     def caption_groups(self, row: int, gt_cls: np.ndarray) -> np.ndarray:
         """Group ids of an image's GT objects as its captions tell them, for data without annotated
@@ -290,7 +241,7 @@ class CaptionDataset(Dataset):
         return store.captions_of(row)
 
     def _caption(self, caps, k: int, present: set[int], need_text: bool):
-        """(word ids (n,), tokens (n,) or None, visual words {pos: (length, cls, plural, fg)})."""
+        """(word ids (n,), tokens (n,) or None, visual words {pos: (length, cls, plural, fine)})."""
         if k >= len(caps):                                   # the row has no caption
             return np.zeros(0, np.int64), [], {}
         if isinstance(caps, list):                           # replaced in memory: encode and match live
@@ -312,7 +263,7 @@ class CaptionDataset(Dataset):
     def _match(self, tokens: list[str], present: set[int]) -> dict:
         if not self.visual_slots:
             return {}
-        return {v.pos: (v.length, v.cls, v.plural, v.fg) for v in self.b.matcher.match(tokens, present)}
+        return {v.pos: (v.length, v.cls, v.plural, v.fine) for v in self.b.matcher.match(tokens, present)}
 
 
 def collate(items: list[dict]) -> dict:
@@ -345,7 +296,7 @@ def collate(items: list[dict]) -> dict:
         "words": torch.stack([it["words"] for it in items]),          # (B, S, L)
         "vis_cls": torch.stack([it["vis_cls"] for it in items]),
         "plural": torch.stack([it["plural"] for it in items]),
-        "fg": torch.stack([it["fg"] for it in items]),
+        "fine": torch.stack([it["fine"] for it in items]),
         "pos": pos,                                                   # (B, S, L, R)
         "image_ids": [it["image_id"] for it in items], "rows": [it["row"] for it in items],
         "sizes": [it["size"] for it in items],                        # original (width, height)

@@ -7,16 +7,19 @@ state where the missing ones count as satisfied. Each beam carries its own point
 is pointed twice). Plural and fine-grained choices are made greedily for each pointed slot (not
 part of the beam score, as in the original).
 
-Output tokens: w < V is a word (0 = EOS), V + r points at proposal r.
+Output tokens: w < V is a word (0 = EOS), V + r points at proposal r. One point-and-fill step
+(`point_and_fill`) serves greedy, beam search and SCST's sampling.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
-from nbt.misc.decoder_base import feedback_tokens
+from nbt.misc.decoder_base import feedback_tokens, map_state
+from nbt.misc.encoded import Encoded
 
 NEG_INF = float("-inf")
 
@@ -59,174 +62,216 @@ def select_constraints(proposals: torch.Tensor, prop_mask: torch.Tensor, *, k: i
     return out
 
 
-def pointed_slot_logp(decoder, f: dict, state: tuple, rows: torch.Tensor, region: torch.Tensor,
-                      img: torch.Tensor | None = None):
-    """Plural and fine-grained log-probs for rows that just pointed at `region[rows]`
-    (f per row, or per image with img giving each row's image)."""
+class SlotChoice(NamedTuple):
+    """What the slot heads chose for the rows that just pointed at a region."""
+    plural: torch.Tensor           # (N,) 1 = plural form (pointer rows only; else 0)
+    fine: torch.Tensor             # (N,) fine-grained word index (pointer rows only; else -1)
+    logp: torch.Tensor             # (N,) log-probability of the two choices (0 for other rows)
+    pointed: torch.Tensor          # (N, R) regions pointed so far, this step's included
+
+
+def point_and_fill(decoder, f: Encoded, state, tok: torch.Tensor, is_region: torch.Tensor,
+                   pointed: torch.Tensor, *, img: torch.Tensor | None = None, sample: bool = False) -> SlotChoice:
+    """For rows whose token points at region r = tok - V (is_region): the plural and fine-grained
+    choice (argmax, or sampled for SCST, differentiable log-probs) and r marked as pointed. f per
+    row, or per image with img (N,) the image of each row. Nothing is modified in place."""
+    N = tok.shape[0]
+    plural = torch.zeros(N, dtype=torch.long, device=tok.device)
+    fine = torch.full((N,), -1, dtype=torch.long, device=tok.device)
+    logp = torch.zeros(N, device=tok.device)
+    if not bool(is_region.any()):
+        return SlotChoice(plural, fine, logp, pointed)
+    rows = is_region.nonzero().flatten()                                # (n,)
+    r = tok[rows] - decoder.vocab_size                                  # (n,) pointed regions
     at = rows if img is None else img[rows]
-    return decoder.slot_logp(f, decoder.output_state(state)[rows], f["regions"][at, region[rows]],
-                             f["region_cls"][at, region[rows]])
+    pl, fl = decoder.slot_logp(state.out[rows], f.regions[at, r], f.region_cls[at, r])   # (n, 2), (n, F)
+    pick = (lambda lp: torch.multinomial(lp.detach().exp(), 1).squeeze(1)) if sample else (lambda lp: lp.argmax(-1))
+    ps, fs = pick(pl), pick(fl)
+    chosen = pl.gather(1, ps[:, None]).squeeze(1) + fl.gather(1, fs[:, None]).squeeze(1)   # (n,)
+    return SlotChoice(plural.index_put((rows,), ps), fine.index_put((rows,), fs),
+                      logp.to(chosen.dtype).index_put((rows,), chosen),
+                      pointed.index_put((rows, r), torch.ones_like(r, dtype=torch.bool)))
 
 
-def step_live(decoder, f: dict, tokens_in, state: tuple, pointed, live: torch.Tensor, img: torch.Tensor):
+def step_live(decoder, f: Encoded, tokens_in, state, pointed, live: torch.Tensor, img: torch.Tensor):
     """Step the decoder on rows `live` only (f per image, img (n,) the image of each live row);
     the other rows keep their state. -> word_logp (n, V), region_logp (n, R), the full state."""
-    w_lp, r_lp, live_state = decoder.step(tokens_in[live], f, tuple(s[live] for s in state),
+    w_lp, r_lp, live_state = decoder.step(tokens_in[live], f, map_state(state, lambda s: s[live]),
                                           None if pointed is None else pointed[live], img=img)
-    return w_lp, r_lp, tuple(s.index_copy(0, live, ls.to(s.dtype)) for s, ls in zip(state, live_state))
+    merged = type(state)(*(s.index_copy(0, live, ls.to(s.dtype)) for s, ls in zip(state, live_state)))
+    return w_lp, r_lp, merged
+
+
+@dataclass
+class Beams:
+    """The search's rows, laid out (image, constraint state, beam): N = B * n_states * beam_size.
+    Features stay per image; `img` gives each row's image."""
+    img: torch.Tensor              # (N,) image of each row
+    state: tuple                   # the decoder state, (N, ...) each
+    tokens_in: torch.Tensor        # (N,) next input token
+    pointed: torch.Tensor          # (N, R) regions already pointed at
+    finished: torch.Tensor         # (N,) EOS written
+    seqs: torch.Tensor             # (N, t) output tokens so far
+    plural: torch.Tensor           # (N, t) slot choices so far
+    fine: torch.Tensor             # (N, t)
+    scores: torch.Tensor           # (B, n_states, beam_size) log-probability, -inf = empty
+
+    def reorder(self, src: torch.Tensor) -> None:
+        """Row i takes the history of row src[i] (the beams chosen this step)."""
+        self.state = map_state(self.state, lambda s: s[src])
+        for name in ("pointed", "finished", "seqs", "plural", "fine"):
+            setattr(self, name, getattr(self, name)[src])
+
+
+class Constraints(NamedTuple):
+    """CBS: constraint j is met by pointing at proposal cons[b, j]; state s = the set of met ones."""
+    tokens: torch.Tensor           # (B, n) the pointer token V + r of each constraint, -1 = none
+    bits: torch.Tensor             # (n_states,) 0 .. 2^n - 1
+
+    @property
+    def n(self) -> int:
+        return self.tokens.shape[1]
+
+
+def start_beams(decoder, f: Encoded, beam_size: int, constraints: torch.Tensor | None) -> tuple[Beams, Constraints]:
+    B, R, V, device = f.batch, f.num_regions, decoder.vocab_size, f.device
+    n_cons = 0 if constraints is None else constraints.shape[1]
+    n_states = 1 << n_cons
+    N = B * n_states * beam_size
+    cons = (constraints if n_cons else torch.zeros(B, 0, dtype=torch.long)).to(device)   # (B, n)
+    scores = torch.full((B, n_states, beam_size), NEG_INF, device=device)
+    absent = ((cons < 0).long() << torch.arange(n_cons, device=device)).sum(1)   # missing ones count as met
+    scores[torch.arange(B, device=device), absent, 0] = 0.0
+    empty = torch.zeros(N, 0, dtype=torch.long, device=device)
+    beams = Beams(img=torch.arange(B, device=device).repeat_interleave(n_states * beam_size),
+                  state=map_state(decoder.init_state(f), lambda s: s.repeat_interleave(n_states * beam_size, 0)),
+                  tokens_in=torch.zeros(N, dtype=torch.long, device=device),
+                  pointed=torch.zeros(N, R, dtype=torch.bool, device=device),
+                  finished=torch.zeros(N, dtype=torch.bool, device=device),
+                  seqs=empty, plural=empty, fine=empty, scores=scores)
+    tokens = torch.where(cons >= 0, V + cons, torch.full_like(cons, -1))
+    return beams, Constraints(tokens, torch.arange(n_states, device=device))
+
+
+def select_next(cand: torch.Tensor, cons: Constraints, beam_size: int):
+    """cand (B, n_states, beam, V + R) scores of every continuation -> for each (image, state)
+    the best beam_size continuations: scores, source state, source beam, token (B, n_states, beam).
+    A row stays in its state with any token but a constraint's pointer, or moves from state
+    s - {j} into s by pointing at constraint j."""
+    B, NS, K, W = cand.shape
+    same = cand.clone()
+    for j in range(cons.n):                                             # pointing at j leaves the state
+        tok = cons.tokens[:, j]
+        has = tok >= 0
+        same[has, :, :, tok[has]] = NEG_INF
+    top_v, top_i = same.view(B, NS, K * W).topk(min(K, K * W), dim=-1)  # (B, NS, K)
+    options = [(top_v, cons.bits[None, :, None].expand_as(top_i), top_i // W, top_i % W)]
+    for j in range(cons.n):
+        has_bit = (cons.bits & (1 << j)) > 0                            # (NS,)
+        src = cons.bits ^ (1 << j)
+        tok = cons.tokens[:, j].clamp(min=0)                            # (B,)
+        v = cand[:, src].gather(3, tok.view(B, 1, 1, 1).expand(B, NS, K, 1)).squeeze(3)   # (B, NS, K)
+        v = v.masked_fill(~has_bit[None, :, None] | (cons.tokens[:, j] < 0)[:, None, None], NEG_INF)
+        options.append((v, src[None, :, None].expand(B, NS, K), torch.arange(K, device=cand.device).expand(B, NS, K),
+                        tok.view(B, 1, 1).expand(B, NS, K)))
+    if len(options) == 1:
+        return options[0]
+    v, st, bm, tk = (torch.cat(x, -1) for x in zip(*options))            # (B, NS, K * (1 + n))
+    top_v, pick = v.topk(K, dim=-1)
+    return top_v, st.gather(2, pick), bm.gather(2, pick), tk.gather(2, pick)
 
 
 @torch.no_grad()
-def beam_search(decoder, f: dict, *, beam_size: int = 1, max_len: int = 20,
+def beam_search(decoder, f: Encoded, *, beam_size: int = 1, max_len: int = 20,
                 constraints: torch.Tensor | None = None, length_penalty: float = 0.0,
                 drop_hopeless: bool = True) -> list[Decoded]:
-    """f: encoded features of B images. constraints (B, k) proposal indices or -1.
+    """f: encoded features of B images. constraints (B, n) proposal indices or -1.
 
-    Rows are laid out (image, constraint state, beam). Features stay per image; each step runs
-    the decoder on the live rows only (finite score, not finished). Without a length penalty
-    scores only fall, so a row scoring below its image's best finished caption in the final state
-    can never win and is dropped (`drop_hopeless`; the result is the same as without dropping it)."""
-    B, K = f["batch"], beam_size
-    V = decoder.vocab_size
-    R = f["region_mask"].shape[1]
-    k = 0 if constraints is None else constraints.shape[1]
-    NS = 1 << k
+    Each step runs the decoder on the live rows only (finite score, not finished). Without a
+    length penalty scores only fall, so a row scoring below its image's best finished caption in
+    the final state can never win and is dropped (`drop_hopeless`; the result is the same as
+    without dropping it)."""
+    V, R = decoder.vocab_size, f.num_regions
+    beams, cons = start_beams(decoder, f, beam_size, constraints)
+    B, NS, K = beams.scores.shape
     N = B * NS * K
-    device = f["region_mask"].device
-    img = torch.arange(B, device=device).repeat_interleave(NS * K)      # (N,) image of each row
-    state = tuple(s.repeat_interleave(NS * K, 0) for s in decoder.init_state(f))
-    region_cls = f["region_cls"][img]                                   # (N, R) for the feedback tokens
-    tokens_in = torch.zeros(N, dtype=torch.long, device=device)
-    pointed = torch.zeros(N, R, dtype=torch.bool, device=device)
-    finished = torch.zeros(N, dtype=torch.bool, device=device)
-    seqs = torch.zeros(N, 0, dtype=torch.long, device=device)
-    plural_h = torch.zeros(N, 0, dtype=torch.long, device=device)
-    fine_h = torch.zeros(N, 0, dtype=torch.long, device=device)
-    scores = torch.full((B, NS, K), NEG_INF, device=device)
-    if k:
-        cons = constraints.to(device)                                     # (B, k)
-        absent = (cons < 0).long() << torch.arange(k, device=device)      # missing ones count as met
-        start = absent.sum(1)
-        scores[torch.arange(B, device=device), start, 0] = 0.0
-        cons_tok = torch.where(cons >= 0, V + cons, torch.full_like(cons, -1))   # (B, k)
-    else:
-        scores[:, 0, 0] = 0.0
-    bits = torch.arange(NS, device=device)                                # constraint states
-
+    region_cls = f.region_cls[beams.img] if R else None                 # (N, R) for the feedback tokens
     for t in range(max_len + 1):
-        live = (torch.isfinite(scores.view(N)) & ~finished).nonzero().flatten()   # (n,) sorted
-        w_lp, r_lp, state = step_live(decoder, f, tokens_in, state, pointed if R else None, live, img[live])
-        logp = torch.full((N, V + R), NEG_INF, device=device)
-        logp[live] = torch.cat([w_lp, r_lp], -1).float()                  # (N, V + R)
-        if t == max_len:                                                   # out of length: must end
+        live = (torch.isfinite(beams.scores.view(N)) & ~beams.finished).nonzero().flatten()   # (n,) sorted
+        w_lp, r_lp, beams.state = step_live(decoder, f, beams.tokens_in, beams.state, beams.pointed if R else None,
+                                            live, beams.img[live])
+        logp = torch.full((N, V + R), NEG_INF, device=f.device)
+        logp[live] = torch.cat([w_lp, r_lp], -1).float()                # (N, V + R)
+        if t == max_len:                                                # out of length: must end
             logp[:, 1:] = NEG_INF
-        logp[finished, 0] = 0.0
-        cand = (scores.view(N, 1) + logp).view(B, NS, K, V + R)
-        # 1) stay in the same state: any token but a constraint's pointer
-        same = cand.clone()
-        if k:
-            for j in range(k):
-                tok = cons_tok[:, j]
-                has = tok >= 0
-                same[has, :, :, tok[has]] = NEG_INF
-        flat_same = same.view(B, NS, K * (V + R))
-        top_v, top_i = flat_same.topk(min(K, flat_same.shape[-1]), dim=-1)  # (B, NS, K)
-        src_beam = top_i // (V + R)
-        tok_sel = top_i % (V + R)
-        src_state = bits[None, :, None].expand_as(src_beam)
-        if k:
-            # 2) move into state s from s without bit j by pointing at constraint j
-            trans_v, trans_src, trans_tok = [], [], []
-            for j in range(k):
-                bit = 1 << j
-                has_bit = (bits & bit) > 0                                  # (NS,)
-                src = bits ^ bit
-                tok = cons_tok[:, j].clamp(min=0)                           # (B,)
-                v = cand[:, src].gather(3, tok.view(B, 1, 1, 1).expand(B, NS, K, 1)).squeeze(3)  # (B, NS, K)
-                v = v.masked_fill(~has_bit[None, :, None] | (cons_tok[:, j] < 0)[:, None, None], NEG_INF)
-                trans_v.append(v)
-                trans_src.append(src[None, :, None].expand(B, NS, K))
-                trans_tok.append(tok.view(B, 1, 1).expand(B, NS, K))
-            all_v = torch.cat([top_v] + trans_v, -1)                        # (B, NS, K + k*K)
-            all_state = torch.cat([src_state] + trans_src, -1)
-            all_beam = torch.cat([src_beam] + [torch.arange(K, device=device).expand(B, NS, K)] * k, -1)
-            all_tok = torch.cat([tok_sel] + trans_tok, -1)
-            top_v, pick = all_v.topk(K, dim=-1)
-            src_state = all_state.gather(2, pick)
-            src_beam = all_beam.gather(2, pick)
-            tok_sel = all_tok.gather(2, pick)
-        src_flat = (torch.arange(B, device=device)[:, None, None] * NS * K + src_state * K + src_beam).view(N)
-        tok = tok_sel.reshape(N)
-        scores = top_v
-        # reorder the beams' histories and states, then append the step
-        state = tuple(s[src_flat] for s in state)
-        pointed, finished, seqs = pointed[src_flat], finished[src_flat], seqs[src_flat]
-        plural_h, fine_h = plural_h[src_flat], fine_h[src_flat]
-        was_finished = finished.clone()
-        is_region = (tok >= V) & ~was_finished
-        r = (tok - V).clamp(min=0)
-        plural_t = torch.zeros(N, dtype=torch.long, device=device)
-        fine_t = torch.full((N,), -1, dtype=torch.long, device=device)
-        if is_region.any():
-            rows = is_region.nonzero().flatten()
-            pl, fl = pointed_slot_logp(decoder, f, state, rows, r, img=img)
-            plural_t[rows] = pl.argmax(-1)
-            fine_t[rows] = fl.argmax(-1)
-            pointed[rows, r[rows]] = True
-        tok = torch.where(was_finished, torch.zeros_like(tok), tok)
-        seqs = torch.cat([seqs, tok[:, None]], 1)
-        plural_h = torch.cat([plural_h, plural_t[:, None]], 1)
-        fine_h = torch.cat([fine_h, fine_t[:, None]], 1)
-        finished = was_finished | (tok == 0)
-        tokens_in = feedback_tokens(tok, is_region, {"region_cls": region_cls}, V)
+        logp[beams.finished, 0] = 0.0
+        cand = (beams.scores.view(N, 1) + logp).view(B, NS, K, V + R)
+        beams.scores, src_state, src_beam, tok = select_next(cand, cons, K)
+        img = torch.arange(B, device=f.device)[:, None, None]
+        beams.reorder(((img * NS + src_state) * K + src_beam).view(N))
+        append_step(decoder, f, beams, tok.reshape(N), region_cls)
         if drop_hopeless and not length_penalty:
-            done = finished.view(B, NS, K)[:, NS - 1]                       # (B, K) final state
-            best_done = torch.where(done, scores[:, NS - 1], NEG_INF).max(1).values   # (B,)
-            hopeless = (scores < best_done[:, None, None]) & ~finished.view(B, NS, K)
-            scores = scores.masked_fill(hopeless, NEG_INF)
-        if bool((finished | ~torch.isfinite(scores.view(N))).all()):
+            done = beams.finished.view(B, NS, K)[:, NS - 1]               # (B, K) final state
+            best_done = torch.where(done, beams.scores[:, NS - 1], NEG_INF).max(1).values   # (B,)
+            hopeless = (beams.scores < best_done[:, None, None]) & ~beams.finished.view(B, NS, K)
+            beams.scores = beams.scores.masked_fill(hopeless, NEG_INF)
+        if bool((beams.finished | ~torch.isfinite(beams.scores.view(N))).all()):
             break
-    return _pick(seqs, plural_h, fine_h, scores, B, NS, K, k, constraints, length_penalty)
+    return best_captions(beams, constraints, length_penalty=length_penalty)
 
 
-def _pick(seqs, plural_h, fine_h, scores, B, NS, K, k, constraints, alpha) -> list[Decoded]:
-    lengths = ((seqs != 0).cumsum(1) == torch.arange(1, seqs.shape[1] + 1, device=seqs.device)).sum(1)
-    final = scores.view(-1).clone()
-    if alpha:
-        final = final / lengths.clamp(min=1).float() ** alpha
+def append_step(decoder, f: Encoded, beams: Beams, tok: torch.Tensor, region_cls: torch.Tensor | None) -> None:
+    """Write this step's tokens (N,) into the reordered beams: slot choices for pointers, EOS
+    after the end, the next inputs."""
+    was_finished = beams.finished
+    is_region = (tok >= decoder.vocab_size) & ~was_finished
+    slots = point_and_fill(decoder, f, beams.state, tok, is_region, beams.pointed, img=beams.img)
+    tok = torch.where(was_finished, torch.zeros_like(tok), tok)
+    beams.pointed = slots.pointed
+    beams.seqs = torch.cat([beams.seqs, tok[:, None]], 1)
+    beams.plural = torch.cat([beams.plural, slots.plural[:, None]], 1)
+    beams.fine = torch.cat([beams.fine, slots.fine[:, None]], 1)
+    beams.finished = was_finished | (tok == 0)
+    beams.tokens_in = feedback_tokens(tok, is_region, region_cls, decoder.vocab_size)
+
+
+def best_captions(beams: Beams, constraints: torch.Tensor | None, *, length_penalty: float) -> list[Decoded]:
+    """Each image's best caption in the final state (every constraint met), else, with a warning,
+    the best one of the state meeting the most constraints."""
+    B, NS, K = beams.scores.shape
+    seqs = beams.seqs
+    lengths = ((seqs != 0).cumsum(1) == torch.arange(1, seqs.shape[1] + 1, device=seqs.device)).sum(1)   # (N,)
+    final = beams.scores.view(-1).clone()
+    if length_penalty:
+        final = final / lengths.clamp(min=1).float() ** length_penalty
     final = final.view(B, NS, K)
-    n_bits = torch.tensor([bin(s).count("1") for s in range(NS)], device=seqs.device)
+    n_met = torch.tensor([bin(s).count("1") for s in range(NS)], device=seqs.device)   # (NS,)
+    n_cons = constraints.shape[1] if constraints is not None else 0
     out = []
     for b in range(B):
-        full = NS - 1
-        best_state = full
-        if not torch.isfinite(final[b, full]).any():
-            finite = torch.isfinite(final[b]).any(-1)
-            best_state = int(torch.where(finite, n_bits, -1).argmax())
-            n_cons = int((constraints[b] >= 0).sum()) if k else 0
-            warnings.warn(f"constrained beam search: no caption meets all {n_cons} constraints of "
-                          f"image {b}; returning the best one meeting {int(n_bits[best_state])} of {k}")
-        kk = int(final[b, best_state].argmax())
-        n = (b * NS + best_state) * K + kk
+        absent = int((constraints[b] < 0).sum()) if n_cons else 0
+        state = NS - 1
+        if not torch.isfinite(final[b, state]).any():
+            state = int(torch.where(torch.isfinite(final[b]).any(-1), n_met, -1).argmax())
+            warnings.warn(f"constrained beam search: no caption meets all {n_cons - absent} constraints of "
+                          f"image {b}; returning the best one meeting {int(n_met[state])} of {n_cons}")
+        n = (b * NS + state) * K + int(final[b, state].argmax())
         L = int(lengths[n])
-        satisfied = int(n_bits[best_state]) - (int((constraints[b] < 0).sum()) if k else 0)
-        out.append(Decoded(tokens=seqs[n, :L].tolist(), plural=plural_h[n, :L].tolist(),
-                           fine=fine_h[n, :L].tolist(), score=float(scores.view(-1)[n]),
-                           satisfied=satisfied, n_constraints=int((constraints[b] >= 0).sum()) if k else 0))
+        out.append(Decoded(tokens=seqs[n, :L].tolist(), plural=beams.plural[n, :L].tolist(),
+                           fine=beams.fine[n, :L].tolist(), score=float(beams.scores.view(-1)[n]),
+                           satisfied=int(n_met[state]) - absent, n_constraints=n_cons - absent))
     return out
 
 
 @torch.no_grad()
-def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, temperature: float = 1.0) -> list[Decoded]:
-    """Plain step-by-step argmax (or multinomial sampling, for SCST) over [words ; regions]; the
-    reference that beam search with beam 1 must reproduce."""
-    B = f["batch"]
-    V = decoder.vocab_size
-    R = f["region_mask"].shape[1]
+def greedy(decoder, f: Encoded, *, max_len: int = 20, sample: bool = False, temperature: float = 1.0) -> list[Decoded]:
+    """Plain step-by-step argmax (or multinomial sampling) over [words ; regions]; the reference
+    that beam search with beam 1 must reproduce."""
+    B, V, R, device = f.batch, decoder.vocab_size, f.num_regions, f.device
     state = decoder.init_state(f)
-    tokens_in = torch.zeros(B, dtype=torch.long, device=f["region_mask"].device)
-    pointed = torch.zeros(B, R, dtype=torch.bool, device=f["region_mask"].device)
-    done = torch.zeros(B, dtype=torch.bool, device=f["region_mask"].device)
+    tokens_in = torch.zeros(B, dtype=torch.long, device=device)
+    pointed = torch.zeros(B, R, dtype=torch.bool, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
     out = [Decoded([], [], [], 0.0) for _ in range(B)]
     for t in range(max_len):
         live = (~done).nonzero().flatten()                                # (n,) rows still writing
@@ -236,25 +281,16 @@ def greedy(decoder, f: dict, *, max_len: int = 20, sample: bool = False, tempera
         tok = torch.multinomial(torch.softmax(logp / temperature, -1), 1).squeeze(1) if sample else logp.argmax(-1)
         lp = logp.gather(1, tok[:, None]).squeeze(1)
         is_region = (tok >= V) & ~done
-        r = (tok - V).clamp(min=0)
-        plural = torch.zeros(B, dtype=torch.long, device=tok.device)
-        fine = torch.full((B,), -1, dtype=torch.long, device=tok.device)
-        if is_region.any():
-            rows = is_region.nonzero().flatten()
-            pl, fl = pointed_slot_logp(decoder, f, state, rows, r)
-            plural[rows], fine[rows] = pl.argmax(-1), fl.argmax(-1)
-            pointed[rows, r[rows]] = True
-        for b in range(B):
-            if done[b]:
-                continue
+        slots = point_and_fill(decoder, f, state, tok, is_region, pointed)
+        pointed = slots.pointed
+        for b in (~done).nonzero().flatten().tolist():
             out[b].score += float(lp[b])
-            if int(tok[b]) == 0:
-                continue
-            out[b].tokens.append(int(tok[b]))
-            out[b].plural.append(int(plural[b]))
-            out[b].fine.append(int(fine[b]))
+            if int(tok[b]) != 0:
+                out[b].tokens.append(int(tok[b]))
+                out[b].plural.append(int(slots.plural[b]))
+                out[b].fine.append(int(slots.fine[b]))
         done = done | (tok == 0)
         if bool(done.all()):
             break
-        tokens_in = feedback_tokens(tok, is_region, f, V)
+        tokens_in = feedback_tokens(tok, is_region, f.region_cls if R else None, V)
     return out

@@ -4,7 +4,7 @@ Row format everywhere: [x1, y1, x2, y2, class, score] in original-image pixels, 
 the 1..C index of the class-name file line (NOT the COCO category id: issue #55 of the original).
 Detector labels are mapped to it by category name.
 
-The h5 (the original's layout, reference §1.1): dets_labels (N, K, 6), dets_num (N,), nms_num (N,),
+The h5 (the original's layout): dets_labels (N, K, 6), dets_num (N,), nms_num (N,),
 row i = the dic's image i; ours adds image_id (N,) so that rows are matched to the dic by id.
 Every row read from an h5 or a detection JSON goes through `misc.proposals.validate_proposals`
 (finite, x1 <= x2, y1 <= y2, class in 1..C, clipped to the image when its size is known); the
@@ -133,7 +133,7 @@ def valid_rows(rows: np.ndarray, num_classes: int, size: tuple[float, float] | N
 
 
 def write_h5(path, rows: list[np.ndarray], max_det: int = 100, image_ids: list[int] | None = None) -> None:
-    """The original's layout: dets_labels (N, max_det, 6), dets_num, nms_num (reference §1.1), plus
+    """The original's layout: dets_labels (N, max_det, 6), dets_num, nms_num, plus
     image_id (N,) when given (the dic's image ids, row for row)."""
     import h5py
 

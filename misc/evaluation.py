@@ -47,10 +47,10 @@ class CaptionEvaluator:
         object's annotated group (same kind and attributes) when it has one, else against the
         number of GT objects of its class in the image."""
         forms = self.b.classes.forms
-        fg_words = self.b.classes.fg_words
+        fine_words = self.b.classes.fine_words
         names = self.b.classes.names
         for g in cap.grounding:
-            cls = names.index(g["class"]) + 1
+            cls = self.b.classes.index(g["class"])
             self.grounding["words"] += 1
             same = gt[:, 4] == cls
             iou = box_iou(np.array([g["box"]], np.float32), gt[:, :4])[0]
@@ -61,7 +61,7 @@ class CaptionEvaluator:
             obj = gt[hit[np.argmax(iou[hit])]]
             said = forms.singular(g["word"])
             if obj[5] >= 0:                         # the GT knows the object's fine-grained kind
-                kind = forms.singular(fg_words[int(obj[5])])
+                kind = forms.singular(fine_words[int(obj[5])])
                 if said == forms.singular(names[cls - 1]) and said != kind:
                     self.grounding["category_words"] += 1
                 else:

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-GROUP_KEYS = ("group_logits", "group_valid")      # encode() outputs read by the loss only
+from nbt.misc.encoded import GroupLogits
 
 
 class RegionGrouping(nn.Module):
@@ -36,8 +35,8 @@ class RegionGrouping(nn.Module):
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """regions (B, R, H), boxes (B, R, 4) x1 y1 x2 y2, cls (B, R), mask (B, R) ->
         regions with their group-size embedding (B, R, H), pair logits (B, R, R), valid pairs (B, R, R).
-        The MLP runs on the valid pairs only (two proposals of one class; 14 % of the pairs of a
-        COCO image's 100 detections); the logits of the other pairs are 0 and never read."""
+        The MLP runs on the valid pairs only (two proposals of one class: a small share of all
+        pairs among a COCO image's 100 detections); the logits of the other pairs are 0 and never read."""
         R = regions.shape[1]
         eye = torch.eye(R, dtype=torch.bool, device=regions.device)
         valid = mask[:, :, None] & mask[:, None] & (cls[:, :, None] == cls[:, None]) & ~eye   # (B, R, R)
@@ -102,10 +101,10 @@ def group_targets(proposals: torch.Tensor, prop_mask: torch.Tensor, gt: torch.Te
     return pair.float(), known
 
 
-def grouping_loss_sum(out: dict, batch: dict) -> torch.Tensor:
+def grouping_loss_sum(groups: GroupLogits, batch: dict) -> torch.Tensor:
     """Binary cross-entropy summed over the valid pairs whose targets are known."""
     target, known = group_targets(batch["proposals"], batch["prop_mask"], batch["gt"], batch["gt_mask"])
-    valid = out["group_valid"] & known
+    valid = groups.valid & known
     if not valid.any():
-        return out["group_logits"].sum() * 0
-    return F.binary_cross_entropy_with_logits(out["group_logits"][valid].float(), target[valid], reduction="sum")
+        return groups.logits.sum() * 0
+    return F.binary_cross_entropy_with_logits(groups.logits[valid].float(), target[valid], reduction="sum")

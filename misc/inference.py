@@ -68,7 +68,7 @@ def decode_batch(model, batch: dict, decoding: Decoding, vocab, *, device,
     proposals, prop_mask = batch["proposals"].cpu(), batch["prop_mask"].cpu()
     with autocast(device, decoding.amp):
         f = model.encode(to_device(batch, device))
-    f = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in f.items()}
+    f = f.float()
     constraints = None
     if decoding.cbs and getattr(model.decoder, "has_pointer", False):
         constraints = select_constraints(proposals, prop_mask, k=decoding.cbs_tag_size, mode=decoding.cbs_mode,

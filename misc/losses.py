@@ -1,4 +1,4 @@
-"""Cross-entropy losses of NBT (reference §2.5): language + plural + fine-grained.
+"""Cross-entropy losses of NBT: language (words and pointers) + plural + fine-grained.
 
 Returned as sums with their counts, so that the trainer can normalise by the *global* count
 (gradient accumulation and DDP then give exactly the gradient of one big batch).
@@ -33,7 +33,7 @@ def xe_loss_sums(model, out: dict, batch: dict) -> dict:
     lm = -(word_logp.gather(2, target[..., None]).squeeze(2) * textual).sum()
     sums = {"n_tokens": mask.sum(), "n_visual": visual.sum()}
     zero = word_logp.new_zeros(())
-    sums.update(bn=zero, fg=zero)
+    sums.update(plural=zero, fine=zero)
     if visual.any():
         R = region_logp.shape[-1]
         pos_t = torch.cat([pos.reshape(N, L, R), pos.new_zeros(N, 1, R)], 1)[:, :T]   # (N, T, R)
@@ -49,22 +49,29 @@ def xe_loss_sums(model, out: dict, batch: dict) -> dict:
         tok, reg = p.nonzero(as_tuple=True)                                 # (pairs,)
         weight = 1.0 / p.sum(-1).float()[tok]
         cls = vis_t[rows, steps][tok]
-        plural_lp, fine_lp = model.slot_logp(f, out["h_lang"][rows, steps][tok], f["regions"][rows[tok], reg], cls)
+        plural_lp, fine_lp = model.slot_logp(out["h_lang"][rows, steps][tok], f.regions[rows[tok], reg], cls)
         plural_t = torch.cat([batch["plural"].reshape(N, L), vis.new_zeros(N, 1)], 1)[:, :T][rows, steps][tok]
-        fg_t = torch.cat([batch["fg"].reshape(N, L), vis.new_zeros(N, 1)], 1)[:, :T][rows, steps][tok]
-        sums["bn"] = -(plural_lp.gather(1, plural_t[:, None]).squeeze(1) * weight).sum()
-        sums["fg"] = -(fine_lp.gather(1, fg_t[:, None]).squeeze(1) * weight).sum()
-    sums["lm"] = lm
+        fine_t = torch.cat([batch["fine"].reshape(N, L), vis.new_zeros(N, 1)], 1)[:, :T][rows, steps][tok]
+        sums["plural"] = -(plural_lp.gather(1, plural_t[:, None]).squeeze(1) * weight).sum()
+        sums["fine"] = -(fine_lp.gather(1, fine_t[:, None]).squeeze(1) * weight).sum()
+    sums["words"] = lm
     return sums
 
 
+def loss_weights(opt) -> tuple[float, float, float, float]:
+    """The weights of the words, plural, fine-grained and grouping losses (the original's option
+    names: lm_, bn_, fg_loss_weight)."""
+    return opt.lm_loss_weight, opt.bn_loss_weight, opt.fg_loss_weight, opt.group_loss_weight
+
+
 def combine(sums: dict, weights: tuple[float, ...], n_tokens: float, n_visual: float) -> dict:
-    """weights: language, plural, fine-grained and (optional) grouping; the grouping sum (over
-    region pairs) is normalised like the slot losses, per visual word."""
-    lm = sums["lm"] / max(n_tokens, 1.0)
-    bn = sums["bn"] / max(n_visual, 1.0)
-    fg = sums["fg"] / max(n_visual, 1.0)
-    grp = sums.get("grp", lm * 0) / max(n_visual, 1.0)
-    w_grp = weights[3] if len(weights) > 3 else 0.0
-    total = weights[0] * lm + weights[1] * bn + weights[2] * fg + w_grp * grp
-    return {"loss": total, "lm": lm.detach(), "bn": bn.detach(), "fg": fg.detach(), "grp": grp.detach()}
+    """The weighted total and each loss, normalised: words per token, the others per visual word
+    (the grouping sum runs over region pairs). weights: words, plural, fine and (optional) grouping."""
+    words = sums["words"] / max(n_tokens, 1.0)
+    plural = sums["plural"] / max(n_visual, 1.0)
+    fine = sums["fine"] / max(n_visual, 1.0)
+    grouping = sums.get("grouping", words * 0) / max(n_visual, 1.0)
+    w_grouping = weights[3] if len(weights) > 3 else 0.0
+    total = weights[0] * words + weights[1] * plural + weights[2] * fine + w_grouping * grouping
+    return {"loss": total, "words": words.detach(), "plural": plural.detach(), "fine": fine.detach(),
+            "grouping": grouping.detach()}

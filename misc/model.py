@@ -1,6 +1,6 @@
 """The NBT decoder: two-layer top-down attention LSTM with a visual sentinel and a region pointer.
 
-At each step (reference §2.3):
+At each step:
   attention LSTM   x = [fc ; embed(token)]                         -> h_att
   attention        a = att_grid(h_att) + att_regions(h_att)        (summed, as the original)
   count            n = sum_i sigmoid(region score_i)               (not in the original: softmax
@@ -16,22 +16,39 @@ Tokens: 0 = BOS / EOS, 1..V-1 words; V + c feeds the embedding of class c (a poi
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from nbt.misc.attention import AdditiveAttention, additive_scores
 from nbt.misc.decoder_base import CaptionDecoder
+from nbt.misc.encoded import GroupLogits, RegionFeatures
 from nbt.misc.grouping import RegionGrouping
-from nbt.misc.regions import RegionEncoder, expand_features
+from nbt.misc.regions import RegionEncoder
 from nbt.misc.slot_heads import SlotHeads
 
 NEG = -1e4    # masked log-probability (finite, so fp16 / bf16 stay finite)
 
 
+class TopDownState(NamedTuple):
+    """The two LSTMs' states, each (N, H)."""
+    h_att: torch.Tensor
+    c_att: torch.Tensor
+    h_lang: torch.Tensor
+    c_lang: torch.Tensor
+
+    @property
+    def out(self) -> torch.Tensor:
+        """What the slot heads read: the language LSTM's output."""
+        return self.h_lang
+
+
 class NBTDecoder(CaptionDecoder):
     has_pointer = True
 
-    def __init__(self, *, vocab_size: int, num_classes: int, fg_class: list[int], feat_dim: int,
+    def __init__(self, *, vocab_size: int, num_classes: int, fine_class: list[int], feat_dim: int,
                  rnn_size: int = 1024, input_encoding_size: int = 512, att_hid_size: int = 512,
                  class_emb_size: int = 300, loc_emb_size: int = 300, drop_prob: float = 0.5,
                  stride: int = 32, image_size: int = 512, pointer: bool = True,
@@ -58,51 +75,50 @@ class NBTDecoder(CaptionDecoder):
             self.gate_h = nn.Linear(H, H)
             self.sentinel = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Dropout(drop_prob))
             self.pointer = AdditiveAttention(query_size=H, key_size=H, hidden=A)
-            self.heads = SlotHeads(rnn_size=H, fg_class=fg_class, num_classes=num_classes, drop_prob=drop_prob)
+            self.heads = SlotHeads(rnn_size=H, fine_class=fine_class, num_classes=num_classes, drop_prob=drop_prob)
 
     # -- features -------------------------------------------------------------------------
-    def encode(self, conv: torch.Tensor, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
+    def encode(self, conv: torch.Tensor, proposals: torch.Tensor, prop_mask: torch.Tensor) -> RegionFeatures:
         f = self.regions(conv, proposals, prop_mask)
         if self.grouping is not None:
-            f["regions"], f["group_logits"], f["group_valid"] = self.grouping(
-                f["regions"], proposals[..., :4], f["region_cls"], prop_mask)
-        f["grid_keys"] = self.att_grid.project(f["grid"])                  # (B, N, A)
-        f["region_keys"] = self.att_region.project(f["regions"])           # (B, R, A)
-        if self.has_pointer:
-            f["pointer_keys"] = self.pointer.project(f["regions"])         # (B, R, A)
-        return f
+            regions, logits, valid = self.grouping(f.regions, proposals[..., :4], f.region_cls, prop_mask)
+            f = dataclasses.replace(f, regions=regions, groups=GroupLogits(logits, valid))
+        return dataclasses.replace(
+            f, grid_keys=self.att_grid.project(f.grid),                       # (B, N, A)
+            region_keys=self.att_region.project(f.regions),                   # (B, R, A)
+            pointer_keys=self.pointer.project(f.regions) if self.has_pointer else None)   # (B, R, A)
 
-    def init_state(self, f: dict) -> tuple:
-        z = f["fc"].new_zeros(f["batch"], self.rnn_size)
-        return (z, z, z, z)                                                 # h_att c_att h_lang c_lang
+    def init_state(self, f: RegionFeatures) -> TopDownState:
+        z = f.fc.new_zeros(f.batch, self.rnn_size)
+        return TopDownState(z, z, z, z)
 
     # -- one step -------------------------------------------------------------------------
-    def step(self, tokens: torch.Tensor, f: dict, state: tuple, pointed: torch.Tensor | None = None,
-             img: torch.Tensor | None = None):
+    def step(self, tokens: torch.Tensor, f: RegionFeatures, state: TopDownState,
+             pointed: torch.Tensor | None = None, img: torch.Tensor | None = None):
         """tokens (N,), f expanded to N rows, pointed (N, R) regions already used ->
         word_logp (N, V), region_logp (N, R), new state. With img (N,) (sorted), f stays per
         image and row i belongs to image img[i] (decoding steps only the live beams)."""
         x_lang, new = self.recur(tokens, f, state, img)
-        region_mask, pointer_keys = f["region_mask"], f.get("pointer_keys")
+        region_mask, pointer_keys = f.region_mask, f.pointer_keys
         if img is not None:
             region_mask = region_mask[img]
             pointer_keys = None if pointer_keys is None else pointer_keys[img]
         valid = region_mask if pointed is None else region_mask & ~pointed
-        word_logp, region_logp = self.outputs(self.drop(new[2]), x_lang, state[2], new[3], pointer_keys, valid)
+        word_logp, region_logp = self.outputs(self.drop(new.h_lang), x_lang, state.h_lang, new.c_lang,
+                                              pointer_keys, valid)
         return word_logp, region_logp, new
 
-    def recur(self, tokens: torch.Tensor, f: dict, state: tuple, img: torch.Tensor | None = None):
+    def recur(self, tokens: torch.Tensor, f: RegionFeatures, state: TopDownState, img: torch.Tensor | None = None):
         """The recurrence alone (embedding, both LSTMs, the two attentions): tokens (N,) ->
         x_lang (N, 2H + 1), the new state. Nothing in `outputs` feeds back into it."""
-        h_att, c_att, h_lang, c_lang = state
-        fc = f["fc"] if img is None else f["fc"][img]
+        fc = f.fc if img is None else f.fc[img]
         x = torch.cat([fc, self.embed(tokens)], -1)
-        h_att, c_att = self.att_lstm(x, (h_att, c_att))
-        att_r, count = self.att_region(h_att, f["regions"], f["region_keys"], f["region_mask"], img=img, count=True)
-        att = self.att_grid(h_att, f["grid"], f["grid_keys"], img=img) + att_r
+        h_att, c_att = self.att_lstm(x, (state.h_att, state.c_att))
+        att_r, count = self.att_region(h_att, f.regions, f.region_keys, f.region_mask, img=img, count=True)
+        att = self.att_grid(h_att, f.grid, f.grid_keys, img=img) + att_r
         x_lang = torch.cat([att, h_att, count], -1)                      # (N, 2H + 1)
-        h_lang, c_lang = self.lang_lstm(x_lang, (h_lang, c_lang))
-        return x_lang, (h_att, c_att, h_lang, c_lang)
+        h_lang, c_lang = self.lang_lstm(x_lang, (state.h_lang, state.c_lang))
+        return x_lang, TopDownState(h_att, c_att, h_lang, c_lang)
 
     def outputs(self, out: torch.Tensor, x_lang: torch.Tensor, h_prev: torch.Tensor, c_lang: torch.Tensor,
                 pointer_keys: torch.Tensor | None, valid: torch.Tensor, drop_masks: tuple | None = None):
@@ -132,7 +148,7 @@ class NBTDecoder(CaptionDecoder):
         return word_logp + ptr[..., :1], ptr[..., 1:].clamp(min=NEG)
 
     # -- teacher forcing, all steps' outputs at once ------------------------------------------
-    def forward(self, f: dict, batch: dict, ss_prob: float = 0.0) -> dict:
+    def forward(self, f: RegionFeatures, batch: dict, ss_prob: float = 0.0) -> dict:
         """As CaptionDecoder.forward (the per-step reference), but only the recurrence runs step
         by step: the vocabulary softmax, the sentinel and the pointer run once over all steps
         (N * T rows), which leaves the NBT's extra cost out of the loop. The dropout masks are
@@ -140,29 +156,26 @@ class NBTDecoder(CaptionDecoder):
         Scheduled sampling feeds each step's prediction back: it takes the per-step path."""
         if ss_prob > 0 and self.training:
             return super().forward(f, batch, ss_prob)
-        words, vis = batch["words"], batch["vis_cls"]
-        B, S, L = words.shape
-        f = expand_features(f, S)
-        words, vis = words.reshape(B * S, L), vis.reshape(B * S, L)
-        inputs = torch.cat([words.new_zeros(B * S, 1), self.input_tokens(words, vis)], 1)  # (BS, L+1)
+        f, inputs = self.teacher_inputs(f, batch)                          # (BS, L+1)
         state = self.init_state(f)
-        h_prev = state[2]
+        h_prev = state.h_lang
         rows = []
-        for t in range(L + 1):
+        for t in range(inputs.shape[1]):
             if t > 0 and (inputs[:, t] == 0).all():   # every caption has ended: EOS was predicted
                 break
             x_lang, state = self.recur(inputs[:, t], f, state)
-            out = self.drop(state[2])
+            out = self.drop(state.h_lang)
             masks = (dropout_mask(self.drop, out), dropout_mask(self.sentinel[2], out)) if self.has_pointer else ()
-            rows.append((out, x_lang, h_prev, state[3], state[2]) + masks)
-            h_prev = state[2]
+            rows.append((out, x_lang, h_prev, state.c_lang, state.h_lang) + masks)
+            h_prev = state.h_lang
         out, x_lang, h_prev, c_lang, h_lang, *masks = [torch.stack(x, 1) if x[0] is not None else None
                                                        for x in zip(*rows)]    # (N, T, ...)
-        word_logp, region_logp = self.outputs(out, x_lang, h_prev, c_lang, f.get("pointer_keys"), f["region_mask"],
+        word_logp, region_logp = self.outputs(out, x_lang, h_prev, c_lang, f.pointer_keys, f.region_mask,
                                               drop_masks=tuple(masks) if masks and masks[0] is not None else None)
         return {"word_logp": word_logp, "region_logp": region_logp, "h_lang": h_lang, "features": f}
 
-    def slot_logp(self, f: dict, h_lang: torch.Tensor, region_feat: torch.Tensor, cls: torch.Tensor):
+    def slot_logp(self, h_lang: torch.Tensor, region_feat: torch.Tensor, cls: torch.Tensor):
+        """Plural (N, 2) and fine-grained (N, F) log-probs of N pointed regions."""
         return self.heads(region_feat, h_lang, cls)
 
     def input_tokens(self, words: torch.Tensor, vis_cls: torch.Tensor) -> torch.Tensor:

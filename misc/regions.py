@@ -1,5 +1,6 @@
-"""Region vectors v_i = [RoIAlign feature ; location ; class embedding] -> rnn_size (reference §2.2),
-plus the grid (conv cells) and global (mean) features the decoder attends over.
+"""Region vectors v_i = ReLU(W [RoIAlign feature ; location ; class embedding]) of size rnn_size, as
+in NBT (the location is x1 y1 x2 y2 / image size and the detection score), plus the grid (conv
+cells) and global (mean) features the decoder attends over.
 
 The encoder reads a conv map (B, D, h, w) and pools the proposals itself, or `CachedRegions`:
 the conv map and the pooled proposals read from prepro/prepro_features.py's cache."""
@@ -10,6 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from nbt.misc.encoded import RegionFeatures
 from nbt.pooling.roi_align import pool_regions
 
 
@@ -40,9 +42,10 @@ class RegionEncoder(nn.Module):
         self.grid = nn.Sequential(nn.Linear(feat_dim, rnn_size), nn.ReLU(), nn.Dropout(drop_prob))
         self.fc = nn.Sequential(nn.Linear(feat_dim, rnn_size), nn.ReLU(), nn.Dropout(drop_prob))
 
-    def forward(self, conv: torch.Tensor | CachedRegions, proposals: torch.Tensor, prop_mask: torch.Tensor) -> dict:
-        """conv (B, D, h, w) or CachedRegions; proposals (B, R, 6) x1 y1 x2 y2 class score; prop_mask (B, R)."""
-        B = conv.shape[0]
+    def forward(self, conv: torch.Tensor | CachedRegions, proposals: torch.Tensor,
+                prop_mask: torch.Tensor) -> RegionFeatures:
+        """conv (B, D, h, w) or CachedRegions; proposals (B, R, 6) x1 y1 x2 y2 class score; prop_mask (B, R).
+        The attention keys are left to the decoder (it owns the attention layers)."""
         if isinstance(conv, CachedRegions):
             pooled, conv = conv.pooled.to(conv.grid.dtype), conv.grid      # (B, R, D), (B, D, h, w)
         else:
@@ -53,32 +56,13 @@ class RegionEncoder(nn.Module):
         loc = torch.cat([proposals[..., :4] / self.image_size, proposals[..., 5:6]], -1)   # (B, R, 5)
         cls = proposals[..., 4].long().clamp(min=0) * prop_mask
         region = torch.cat([pooled, self.loc(loc.to(pooled.dtype)), self.cls_act(self.class_emb(cls))], -1)
-        return {
-            "fc": self.fc(grid.mean(1)),                                   # (B, H)
-            "grid": self.grid(grid),                                       # (B, N, H)
-            "regions": self.region(region) * prop_mask[..., None],         # (B, R, H)
-            "region_cls": cls,                                             # (B, R)
-            "region_mask": prop_mask,                                      # (B, R)
-            "batch": B,
-        }
+        return RegionFeatures(fc=self.fc(grid.mean(1)),                      # (B, H)
+                              grid=self.grid(grid),                          # (B, N, H)
+                              regions=self.region(region) * prop_mask[..., None],   # (B, R, H)
+                              region_cls=cls, region_mask=prop_mask)         # (B, R) each
 
     @torch.no_grad()
     def copy_class(self, novel: int, seen: int) -> None:
         """NOC: a held-out class borrows a seen class's embedding (the original's noc_word_map)."""
         self.class_emb.weight[novel] = self.class_emb.weight[seen]
 
-
-def rows_of(feats: dict, img: torch.Tensor) -> dict:
-    """Per-row features: every per-image tensor gathered at img (n,)."""
-    out = {k: (v[img] if torch.is_tensor(v) else v) for k, v in feats.items()}
-    out["batch"] = len(img)
-    return out
-
-
-def expand_features(feats: dict, n: int) -> dict:
-    """Repeat every per-image tensor n times along the batch (captions / beams per image)."""
-    out = {}
-    for k, v in feats.items():
-        out[k] = v.repeat_interleave(n, dim=0) if torch.is_tensor(v) else v
-    out["batch"] = feats["batch"] * n
-    return out

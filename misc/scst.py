@@ -12,14 +12,17 @@ an id no caption can produce (the original mixed two token schemes between df an
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
-from nbt.misc.decoder_base import feedback_tokens
-from nbt.misc.decoding import greedy, pointed_slot_logp
-from nbt.misc.io import read_json
-from nbt.misc.regions import expand_features
 from nbt.misc.cider import CiderD
+from nbt.misc.decoder_base import feedback_tokens
+from nbt.misc.decoding import greedy, point_and_fill
+from nbt.misc.encoded import Encoded
+from nbt.misc.io import read_json
+from nbt.misc.slot_filling import slot_word
 
 
 class SelfCritical:
@@ -43,12 +46,14 @@ class SelfCritical:
             self._refs[row] = arr
         return self._refs[row]
 
-    def render(self, tokens: torch.Tensor, plural: torch.Tensor, fine: torch.Tensor, f: dict) -> np.ndarray:
-        """(N, T) model tokens -> (N, T') vocabulary ids of the filled captions."""
+    def render(self, tokens: torch.Tensor, plural: torch.Tensor, fine: torch.Tensor,
+               region_cls: torch.Tensor | None) -> np.ndarray:
+        """(N, T) model tokens -> (N, T') vocabulary ids of the filled captions (slots rendered as
+        at test time); region_cls (N, R) the classes of each row's regions."""
         V = self.vocab.size
-        fg_words = self.vocab.classes.fg_words
         out = []
         toks, pl, fn = tokens.tolist(), plural.tolist(), fine.tolist()
+        cls = region_cls.tolist() if region_cls is not None else None
         for n, seq in enumerate(toks):
             ids = []
             for t, tok in enumerate(seq):
@@ -57,8 +62,7 @@ class SelfCritical:
                 if tok < V:
                     ids.append(tok)
                     continue
-                base = fg_words[fn[n][t]] if fn[n][t] >= 0 else self.vocab.classes.names[0]
-                word = self.vocab.plural(base) if pl[n][t] else base
+                word = slot_word(self.vocab, cls[n][tok - V], pl[n][t], fn[n][t])
                 ids += [self.vocab.encode(w) for w in word.split()]
             out.append(ids)
         L = max([len(x) for x in out] + [1])
@@ -71,80 +75,74 @@ class SelfCritical:
         return self.cider.score_ids(arr, rows, self.refs)
 
     # -- the loss -------------------------------------------------------------------------------
-    def loss(self, decoder, f: dict, rows: list[int]) -> dict:
+    def loss(self, decoder, f: Encoded, rows: list[int]) -> dict:
+        """The self-critical loss of train_sample_n sampled captions per image, with the mean
+        reward and baseline (reported, not optimised)."""
         n = max(1, self.opt.train_sample_n)
-        fx = expand_features(f, n)
+        fx = f.expand(n)
         sample = sample_with_logprobs(decoder, fx, max_len=self.opt.seq_length)
         keys = [r for r in rows for _ in range(n)]
-        reward = self.rewards(self.render(sample["tokens"], sample["plural"], sample["fine"], fx), keys)
+        reward = self.rewards(self.render(sample.tokens, sample.plural, sample.fine, region_classes(fx)), keys)
         if self.opt.scst_baseline == "mean" and n > 1:
             r = reward.reshape(-1, n)
             baseline = ((r.sum(1, keepdims=True) - r) / (n - 1)).reshape(-1)
         else:
-            was_training = decoder.training
-            decoder.eval()
-            with torch.no_grad():
-                g = greedy(decoder, {k: (v.detach() if torch.is_tensor(v) else v) for k, v in f.items()},
-                           max_len=self.opt.seq_length)
-            decoder.train(was_training)
-            T = max([len(d.tokens) for d in g] + [1])
-            gt = torch.zeros(len(g), T, dtype=torch.long)
-            gp = torch.zeros(len(g), T, dtype=torch.long)
-            gf = torch.full((len(g), T), -1, dtype=torch.long)
-            for i, d in enumerate(g):
-                gt[i, :len(d.tokens)] = torch.tensor(d.tokens, dtype=torch.long)
-                gp[i, :len(d.plural)] = torch.tensor(d.plural, dtype=torch.long)
-                gf[i, :len(d.fine)] = torch.tensor(d.fine, dtype=torch.long)
-            baseline = np.repeat(self.rewards(self.render(gt, gp, gf, f), rows), n)
-        advantage = torch.as_tensor(reward - baseline, dtype=torch.float32, device=sample["logp"].device)
-        mask = sample["mask"]
-        loss = -(advantage[:, None] * sample["logp"] * mask).sum() / mask.sum().clamp(min=1)
+            baseline = np.repeat(self.greedy_rewards(decoder, f, rows), n)
+        advantage = torch.as_tensor(reward - baseline, dtype=torch.float32, device=sample.logp.device)
+        loss = -(advantage[:, None] * sample.logp * sample.mask).sum() / sample.mask.sum().clamp(min=1)
         return {"loss": loss, "reward": float(reward.mean()), "baseline": float(np.mean(baseline))}
 
+    def greedy_rewards(self, decoder, f: Encoded, rows: list[int]) -> np.ndarray:
+        """The rewards of the greedy captions (the self-critical baseline), in eval mode."""
+        was_training = decoder.training
+        decoder.eval()
+        g = greedy(decoder, f.detach(), max_len=self.opt.seq_length)
+        decoder.train(was_training)
+        T = max([len(d.tokens) for d in g] + [1])
+        tokens = torch.zeros(len(g), T, dtype=torch.long)
+        plural = torch.zeros(len(g), T, dtype=torch.long)
+        fine = torch.full((len(g), T), -1, dtype=torch.long)
+        for i, d in enumerate(g):
+            tokens[i, :len(d.tokens)] = torch.tensor(d.tokens, dtype=torch.long)
+            plural[i, :len(d.plural)] = torch.tensor(d.plural, dtype=torch.long)
+            fine[i, :len(d.fine)] = torch.tensor(d.fine, dtype=torch.long)
+        return self.rewards(self.render(tokens, plural, fine, region_classes(f)), rows)
 
-def sample_with_logprobs(decoder, f: dict, *, max_len: int) -> dict:
+
+def region_classes(f: Encoded) -> torch.Tensor | None:
+    return f.region_cls.cpu() if f.num_regions else None
+
+
+class Sample(NamedTuple):
+    tokens: torch.Tensor           # (N, T) words and pointers, 0 after the end
+    plural: torch.Tensor           # (N, T) slot choices
+    fine: torch.Tensor             # (N, T)
+    logp: torch.Tensor             # (N, T) log-probability of each step's decisions (differentiable)
+    mask: torch.Tensor             # (N, T) 1 up to and including EOS
+
+
+def sample_with_logprobs(decoder, f: Encoded, *, max_len: int) -> Sample:
     """Multinomial sampling over [words ; regions] (and the plural / fine-grained heads for a
     pointed region) with the log-probability of every decision, differentiable."""
-    N = f["batch"]
-    V = decoder.vocab_size
-    R = f["region_mask"].shape[1]
-    device = f["region_mask"].device
+    N, V, R, device = f.batch, decoder.vocab_size, f.num_regions, f.device
     state = decoder.init_state(f)
     tokens_in = torch.zeros(N, dtype=torch.long, device=device)
     pointed = torch.zeros(N, R, dtype=torch.bool, device=device)
     done = torch.zeros(N, dtype=torch.bool, device=device)
-    toks, pls, fns, logps, masks = [], [], [], [], []
+    steps = []
     for _ in range(max_len + 1):
         word_lp, region_lp, state = decoder.step(tokens_in, f, state, pointed if R else None)
-        logp = torch.cat([word_lp, region_lp], -1).float()
+        logp = torch.cat([word_lp, region_lp], -1).float()                # (N, V + R)
         tok = torch.multinomial(logp.detach().exp(), 1).squeeze(1)
-        lp = logp.gather(1, tok[:, None]).squeeze(1)
         is_region = (tok >= V) & ~done
-        r = (tok - V).clamp(min=0)
-        plural = torch.zeros(N, dtype=torch.long, device=device)
-        fine = torch.full((N,), -1, dtype=torch.long, device=device)
-        if is_region.any():
-            rows = is_region.nonzero().flatten()
-            pl, fl = pointed_slot_logp(decoder, f, state, rows, r)
-            ps = torch.multinomial(pl.detach().exp(), 1).squeeze(1)
-            fs = torch.multinomial(fl.detach().exp(), 1).squeeze(1)
-            extra = torch.zeros(N, device=device, dtype=lp.dtype)
-            extra = extra.index_put((rows,), pl.gather(1, ps[:, None]).squeeze(1) + fl.gather(1, fs[:, None]).squeeze(1))
-            lp = lp + extra
-            plural = plural.index_put((rows,), ps)
-            fine = fine.index_put((rows,), fs)
-            pointed = pointed.clone()
-            pointed[rows, r[rows]] = True
+        slots = point_and_fill(decoder, f, state, tok, is_region, pointed, sample=True)
+        pointed = slots.pointed
+        lp = logp.gather(1, tok[:, None]).squeeze(1) + slots.logp
         live = ~done
         tok = torch.where(done, torch.zeros_like(tok), tok)
-        toks.append(tok)
-        pls.append(plural)
-        fns.append(fine)
-        logps.append(lp)
-        masks.append(live.float())
+        steps.append((tok, slots.plural, slots.fine, lp, live.float()))
         done = done | (tok == 0)
         if bool(done.all()):
             break
-        tokens_in = feedback_tokens(tok, is_region, f, V)
-    return {"tokens": torch.stack(toks, 1), "plural": torch.stack(pls, 1), "fine": torch.stack(fns, 1),
-            "logp": torch.stack(logps, 1), "mask": torch.stack(masks, 1)}
+        tokens_in = feedback_tokens(tok, is_region, f.region_cls if R else None, V)
+    return Sample(*(torch.stack(x, 1) for x in zip(*steps)))

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 
+from nbt.misc.builders import apply_noc_word_map, build_model, build_optimizer
 from nbt.misc.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from nbt.misc.config import Options
 from nbt.misc.dataset import CaptionDataset, DataBundle
 from nbt.misc.inference import Decoding
 from nbt.misc.io import DataError, atomic_write_json, read_json
 from nbt.misc.runtime import setup_runtime
-from nbt.misc.trainer import (ProgressLog, StopRequest, TrainState, apply_noc_word_map, build_model, build_optimizer,
-                          evaluate, format_duration, format_table, make_loader, scst_active, set_lr,
-                          train_one_epoch)
+from nbt.misc.trainer import (ProgressLog, StopRequest, TrainState, evaluate, format_duration, format_table,
+                              make_loader, scst_active, set_lr, train_one_epoch)
 
 # Options that define the network: taken from a checkpoint when one is loaded.
 MODEL_KEYS = ("att_model", "cnn_backend", "rnn_size", "input_encoding_size", "att_hid_size", "att_feat_size",

@@ -1,5 +1,7 @@
 """Template -> caption: each pointer slot becomes the fine-grained word of the pointed region's class,
-in its plural form when the plural head says so (reference §3, "filling a slot").
+in its plural form when the plural head says so (NBT's "filling a slot": the template says where,
+the slot heads say which word). `slot_word` is the one renderer: evaluation, the API and SCST's
+rewards all fill slots through it.
 
 With `novel_classes` (decode_noc), a region of a held-out class is rendered with the class name
 itself, since the fine-grained head never saw its words.
@@ -23,11 +25,17 @@ class Caption:
         return {"caption": self.text, "tagged": self.tagged, "grounding": self.grounding, "score": self.score}
 
 
+def slot_word(vocab: Vocabulary, cls: int, plural: int, fine: int, *, novel_classes=frozenset()) -> str:
+    """The word of one slot: the fine-grained word `fine`, or the class name itself for a held-out
+    class (novel_classes) or when no fine-grained word was chosen (fine < 0); plural form if plural."""
+    base = vocab.classes.names[cls - 1] if cls in novel_classes or fine < 0 else vocab.classes.fine_words[fine]
+    return vocab.plural(base) if plural else base
+
+
 def fill_slots(d: Decoded, vocab: Vocabulary, proposals, *, novel_classes: set[int] = frozenset(),
                box_scale: tuple[float, float] = (1.0, 1.0)) -> Caption:
     """proposals (R, 6) of this image in model-input pixels; box_scale maps them to the caller's."""
     V = vocab.size
-    fg_words = vocab.classes.fg_words
     words, tagged, grounding = [], [], []
     for pos, (tok, plural, fine) in enumerate(zip(d.tokens, d.plural, d.fine)):
         if tok < V:
@@ -38,8 +46,7 @@ def fill_slots(d: Decoded, vocab: Vocabulary, proposals, *, novel_classes: set[i
         r = tok - V
         x1, y1, x2, y2, cls, score = [float(v) for v in proposals[r]]
         cls = int(cls)
-        base = vocab.classes.names[cls - 1] if cls in novel_classes or fine < 0 else fg_words[fine]
-        w = vocab.plural(base) if plural else base
+        w = slot_word(vocab, cls, plural, fine, novel_classes=novel_classes)
         words.append(w)
         tagged.append(f"[{w}]")
         sx, sy = box_scale

@@ -22,14 +22,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from nbt.misc.captioner import build_captioner, read_glove
-from nbt.misc.dataset import CaptionDataset, DataBundle, EpochBatchSampler, collate
+from nbt.misc.dataset import CaptionDataset, EpochBatchSampler, collate
 from nbt.misc.evaluation import CaptionEvaluator
 from nbt.misc.inference import Decoding, decode_batch, inference_mode
-from nbt.misc.losses import caption_targets, combine
+from nbt.misc.losses import caption_targets, combine, loss_weights
 from nbt.misc.runtime import autocast, to_device
 
-XE_NAMES = {"lm": "words", "bn": "plural", "fg": "fine", "grp": "grouping"}   # loss sums -> reported names
+XE_NUMBERS = ("loss", "words", "plural", "fine", "grouping")     # what an XE step reports
 
 
 @dataclass
@@ -107,46 +106,6 @@ def make_loader(ds, opt, *, shuffle: bool, epoch: int = 0, start_batch: int = 0,
                       pin_memory=False, worker_init_fn=_worker_ignores_signals if opt.num_workers else None)
 
 
-def build_model(opt, bundle: DataBundle, device) -> torch.nn.Module:
-    vectors = read_glove(opt.glove_path, list(bundle.classes.names), opt.class_emb_size, opt.seed) \
-        if opt.glove_path else None
-    torch.manual_seed(opt.seed)
-    model = build_captioner(opt, vocab_size=bundle.vocab.size, num_classes=bundle.classes.num_classes,
-                            fg_class=bundle.classes.fg_class(), class_vectors=vectors)
-    return model.to(device)
-
-
-def apply_noc_word_map(model, opt, bundle) -> None:
-    """decode_noc: held-out classes borrow the embeddings of their mapped seen classes."""
-    if not (opt.decode_noc and opt.noc_word_map and hasattr(model.decoder, "copy_class")):
-        return
-    names = list(bundle.classes.names)
-    for novel, seen in opt.noc_word_map.items():
-        if novel not in names or seen not in names:
-            raise ValueError(f"noc_word_map: '{novel if novel not in names else seen}' is not a class")
-        model.decoder.copy_class(names.index(novel) + 1, names.index(seen) + 1)
-
-
-def build_optimizer(opt, model) -> torch.optim.Optimizer:
-    cnn = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-    groups = [{"params": rest, "lr": opt.learning_rate, "weight_decay": opt.weight_decay,
-               "betas": (opt.optim_alpha, opt.optim_beta), "base_lr": opt.learning_rate}]
-    if cnn:
-        own_lr = opt.cnn_backend == "tiny"           # the world's small CNN trains from scratch
-        lr = opt.learning_rate if own_lr else opt.cnn_learning_rate
-        groups.append({"params": cnn, "lr": lr, "weight_decay": opt.cnn_weight_decay,
-                       "betas": (opt.cnn_optim_alpha, opt.cnn_optim_beta) if not own_lr
-                       else (opt.optim_alpha, opt.optim_beta), "base_lr": lr})
-    if opt.optim == "adam":
-        return torch.optim.Adam(groups)
-    if opt.optim == "adamax":
-        return torch.optim.Adamax(groups)
-    for g in groups:                                 # sgd
-        g.pop("betas")
-    return torch.optim.SGD(groups, momentum=0.9)
-
-
 def scst_active(opt, epoch: int) -> bool:
     return opt.self_critical or (opt.self_critical_after >= 0 and epoch >= opt.self_critical_after)
 
@@ -198,7 +157,7 @@ def train_step(model, optimizer, scaler, window: list[dict], opt, device, *, epo
     counts = torch.tensor([sum(batch_counts(b, opt.seq_length)[i] for b in window) for i in (0, 1)])
     if world > 1:
         dist.all_reduce(counts)
-    weights = (opt.lm_loss_weight, opt.bn_loss_weight, opt.fg_loss_weight, opt.group_loss_weight)
+    weights = loss_weights(opt)
     optimizer.zero_grad(set_to_none=True)
     numbers: dict[str, float] = {}
     for b in window:
@@ -208,7 +167,7 @@ def train_step(model, optimizer, scaler, window: list[dict], opt, device, *, epo
         if scst is None:
             loss = combine(out, weights, float(counts[0]), float(counts[1]))
             scaler.scale(loss["loss"] * world).backward()
-            parts = {"loss": loss["loss"], **{XE_NAMES[k]: loss[k] for k in XE_NAMES}}
+            parts = {k: loss[k] for k in XE_NUMBERS}
         else:
             scaler.scale(out["loss"] / len(window)).backward()
             parts = {"loss": out["loss"] / len(window), "reward": out["reward"] / len(window),

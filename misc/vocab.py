@@ -80,15 +80,19 @@ class ClassNames:
     def num_classes(self) -> int:
         return len(self.names)
 
+    def index(self, name: str) -> int:
+        """The class index 1..C of a class name (0 is padding everywhere)."""
+        return self.names.index(name) + 1
+
     @property
-    def fg_words(self) -> list[str]:
+    def fine_words(self) -> list[str]:
         return [w for line in self.words for w in line]
 
     def word_to_class(self) -> dict[str, int]:
         """fine-grained word -> class index 1..C."""
         return {w: c + 1 for c, line in enumerate(self.words) for w in line}
 
-    def fg_class(self) -> list[int]:
+    def fine_class(self) -> list[int]:
         """fine-grained index -> class index 1..C."""
         return [c + 1 for c, line in enumerate(self.words) for _ in line]
 
@@ -104,7 +108,7 @@ class VisualWord:
     length: int        # 1 or 2 tokens
     cls: int           # class index 1..C
     plural: int        # 1 when the surface form is plural
-    fg: int            # fine-grained index 0..F-1 (of the singular word: "people" -> "person")
+    fine: int          # fine-grained index 0..F-1 (of the singular word: "people" -> "person")
     surface: str
 
 
@@ -136,7 +140,7 @@ class WordForms:
                 if of:
                     self.alias[w] = of[0]
         plural_of_entry = []
-        for w in classes.fg_words:
+        for w in classes.fine_words:
             if w in self.alias:
                 self.plurals[w] = (w,)
             elif is_plural_noun(w):
@@ -158,14 +162,14 @@ class WordForms:
 
 
 class VisualWordMatcher:
-    """Finds visual words in a token list: bigrams before unigrams (reference §1.3), by surface
+    """Finds visual words in a token list: bigrams before unigrams ("teddy bear" is one visual word, not "bear"), by surface
     form through `WordForms` (no lemmas: "skiing", "tied", "bedding" are text)."""
 
     def __init__(self, classes: ClassNames):
         self.classes = classes
         self.forms = classes.forms
         self.w2c = classes.word_to_class()
-        self.fg_index = {w: i for i, w in enumerate(classes.fg_words)}
+        self.fine_index = {w: i for i, w in enumerate(classes.fine_words)}
         surfaces = self.forms.surface
         self._unigrams = {s: f for s, f in surfaces.items() if " " not in s}
         self._bigrams = {tuple(s.split()): f for s, f in surfaces.items() if len(s.split()) == 2}
@@ -192,7 +196,7 @@ class VisualWordMatcher:
                     continue
                 number = form.number if form.number >= 0 else \
                     number_from_context(tokens, i, i + length, form.word)
-                found.append(VisualWord(i, length, cls, number, self.fg_index[form.word],
+                found.append(VisualWord(i, length, cls, number, self.fine_index[form.word],
                                         " ".join(tokens[i:i + length])))
                 i += length - 1
                 break
@@ -262,9 +266,9 @@ def plural_forms(captions: list[list[str]], classes: ClassNames, matcher: Visual
     for toks in captions:
         for v in matcher.match(toks):
             if v.plural:
-                seen.setdefault(classes.fg_words[v.fg], Counter())[v.surface] += 1
+                seen.setdefault(classes.fine_words[v.fine], Counter())[v.surface] += 1
     out = {}
-    for w in classes.fg_words:
+    for w in classes.fine_words:
         forms = classes.forms.plurals[w]
         counts = seen.get(w, Counter())
         # most frequent, ties by the preferred order

@@ -17,7 +17,24 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import _checkout  # noqa: F401  (`nbt` = this checkout)
 
+from nbt.misc.io import DataError
 from nbt.prepro import prepro_dic_coco, world
+
+WORLD_ROOT = Path("data/world")        # the built-in world's own place (relative to the working folder)
+
+
+def ensure_world(opt) -> None:
+    """The built-in world is generated on first use (about ten seconds), and only into its own
+    location data/world: a mistyped --input_dic is a missing file, never a new world."""
+    if opt.dataset != "world" or Path(opt.input_dic).is_file():
+        return
+    root = Path(opt.input_dic).parent
+    root = root.parent if root.name in ("robust", "noc") else root
+    if root.resolve() != WORLD_ROOT.resolve() or (root / "dic_world.json").exists():
+        raise DataError(f"file not found: {opt.input_dic} (the built-in world is generated only into "
+                        f"{WORLD_ROOT}/; elsewhere run prepro/prepare_world.py --out DIR)")
+    print(f"generating the built-in world in {root} ...", flush=True)
+    prepare(world.WorldConfig(out=str(root)))
 
 
 def prepare(cfg: world.WorldConfig, quiet: bool = False) -> None:
@@ -36,12 +53,7 @@ def prepare(cfg: world.WorldConfig, quiet: bool = False) -> None:
 
 
 def main(argv=None) -> int:
-    try:
-        prepare(world._parse(argv))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return world.main(argv, action=prepare)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Captions -> `dic_*.json` + `cap_*.json` in the original's format (nbt-reference §1.2).
+"""Captions -> `dic_*.json` + `cap_*.json` in the original's format.
 
 Input: a Karpathy-style `dataset_*.json` (COCO, Flickr30k, the built-in world) or plain COCO
 `captions_*.json` files (2017 users). Output keys of the dic file: the original's `ix_to_word`,
@@ -18,7 +18,6 @@ the split (the original's `split_noc_coco.json` has no list of them; see `held_o
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import re
 import sys
@@ -30,10 +29,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import _checkout  # noqa: F401  (`nbt` = this checkout)
 
-import numpy as np
 from tqdm import tqdm
 
 from nbt.misc.annotations import BoxIndex
+from nbt.misc.cider import document_frequency
 from nbt.misc.io import DataError, atomic_write_json, read_json
 from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, tokenize, word_to_lemma
 from nbt.prepro.splits import NOC_KEYS, held_out_from_split, index_robust, noc_split, robust_split, split_of_image
@@ -158,7 +157,7 @@ def run(args) -> dict:
     dic = {
         "ix_to_word": ix_to_word, "wtod": wtod, "wtol": word_to_lemma({t for c in all_caps for t in c}, classes),
         "images": [{"split": im["split"], "file_path": im["file_path"], "id": im["id"]} for im in images],
-        "classes": list(classes.names), "fg_words": classes.fg_words, "plural_of": vocab.plural_of,
+        "classes": list(classes.names), "fg_words": classes.fine_words, "plural_of": vocab.plural_of,
         "split_scheme": args.split, "held_out": held_out,
         "fingerprint": vocab.fingerprint(),
     }
@@ -169,55 +168,13 @@ def run(args) -> dict:
     atomic_write_json(args.output_cap, cap)
     if args.output_df:
         train = [im["captions"] for im in images if im["split"] == "train"]
-        atomic_write_json(args.output_df, document_frequency(train, quiet=quiet))
+        refs = [[" ".join(c) for c in caps] for caps in train]
+        atomic_write_json(args.output_df, document_frequency(refs, quiet=quiet))
     counts = {s: sum(im["split"] == s for im in images) for s in ("train", "val", "test", "rest")}
     unk = sum(t not in vocab.word_to_ix for c in train_caps for t in c) / max(sum(map(len, train_caps)), 1)
     print(f"{args.output_dic}: vocab {len(ix_to_word)} (UNK {100 * unk:.1f} % of training tokens), images "
           + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return dic
-
-
-def document_frequency(images: list[list[list[str]]], n_max: int = 4, quiet: bool = True) -> dict:
-    """`misc.cider.document_frequency` of per-image token lists, vectorised: {"ref_len": log #images,
-    "df": {"w1 w2": number of images whose references hold the n-gram}} (tests/test_formats.py checks
-    the two agree). Each n-gram is one int64 code (base = number of distinct words), counted once
-    per image by sorting (code, image) pairs; only distinct n-grams are joined back into strings."""
-    words: dict[str, int] = {}
-    flat: list[int] = []
-    lengths, owner = [], []
-    bar = tqdm(images, desc="CIDEr-D df", unit=" images", disable=quiet or None, mininterval=1)
-    for i, captions in enumerate(bar):
-        for c in captions:
-            toks = " ".join(c).split()                    # exactly the tokens the reference string has
-            flat.extend([words.setdefault(t, len(words) + 1) for t in toks])
-            lengths.append(len(toks))
-            owner.append(i)
-    base = len(words) + 1
-    if base ** n_max >= 2 ** 63:                          # codes would overflow: the plain count
-        from nbt.misc.cider import document_frequency as plain
-        return plain([[" ".join(c) for c in captions] for captions in images], n_max)
-    ids = np.asarray(flat, np.int64)                      # (T,) all tokens, caption after caption
-    lengths = np.asarray(lengths, np.int64)
-    ends = np.repeat(np.cumsum(lengths), lengths)         # (T,) end offset of each token's caption
-    image = np.repeat(np.asarray(owner, np.int64), lengths)
-    pos = np.arange(len(ids))
-    text = np.array([""] + list(words), dtype=object)     # word id -> word
-    df: dict[str, int] = {}
-    code = np.zeros(len(ids), np.int64)                   # (T,) code of the n-gram starting there
-    for n in range(1, n_max + 1):
-        code[: len(ids) - n + 1] = code[: len(ids) - n + 1] * base + ids[n - 1:]
-        ok = pos + n <= ends                              # the n-gram stays inside its caption
-        c, im = code[ok], image[ok]
-        order = np.lexsort((im, c))
-        c, im = c[order], im[order]
-        first = np.ones(len(c), bool)
-        first[1:] = (c[1:] != c[:-1]) | (im[1:] != im[:-1])   # one count per (n-gram, image)
-        grams, counts = np.unique(c[first], return_counts=True)
-        strings = text[grams // base ** (n - 1)]
-        for k in range(1, n):
-            strings = strings + " " + text[grams // base ** (n - 1 - k) % base]
-        df.update(zip(strings.tolist(), counts.tolist()))
-    return {"ref_len": math.log(float(max(len(images), 1))), "df": df}
 
 
 def apply_split(args, images: list[dict], classes: ClassNames, matcher: VisualWordMatcher) -> list[str]:
@@ -240,7 +197,7 @@ def apply_split(args, images: list[dict], classes: ClassNames, matcher: VisualWo
         else:       # DCC: any caption naming a held-out class keeps its image out of training
             given = given or DCC_HELD_OUT.split(",")
             mentions = {im["id"]: matcher.mentioned_classes(im["captions"]) for im in images}
-            split_file = noc_split(mentions, [classes.names.index(n) + 1 for n in given], seed=args.seed)
+            split_file = noc_split(mentions, [classes.index(n) for n in given], seed=args.seed)
             split_file["held_out"] = given
         if path:
             atomic_write_json(path, split_file)
@@ -273,7 +230,7 @@ def noc_held_out(split_file: dict, given: list[str], images: list[dict], classes
     missing = [n for n in names if n not in classes.names]
     if missing:
         raise DataError(f"{path}: held-out class '{missing[0]}' is not in the class-name file")
-    held = {classes.names.index(n) + 1 for n in names}
+    held = {classes.index(n) for n in names}
     seen = Counter(v.cls for im in images if im["split"] == "train" for c in im["captions"]
                    for v in matcher.match(c) if v.cls in held)
     for c, k in sorted(seen.items()):

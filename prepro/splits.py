@@ -5,7 +5,7 @@ computed by `misc.vocab.VisualWordMatcher` or by the world generator: for robust
 image's GT boxes (the original's algorithm); for NOC, any mention (DCC kept every image whose
 captions name a held-out object out of training, so no training caption holds its words).
 
-File formats are the original's (nbt-reference §1.2):
+File formats are the original's:
 - robust: {"train_id": [ids], "val_id": [ids], "test_id": [ids]}
 - NOC (DCC style): {"train", "val", "val_train", "test", "test_train"}: each {str(id): 1}; `val` /
   `test` hold the novel images (their captions mention a held-out class), the others none. The
@@ -22,7 +22,7 @@ NOC_KEYS = ("train", "val", "val_train", "test", "test_train")
 
 def robust_split(mentions: dict[int, set[int]], *, max_test_images: int, seed: int = 123,
                  val_fraction: float = 0.3) -> dict[str, list[int]]:
-    """The published co-occurrence algorithm (reference §1.4).
+    """The robust split's co-occurrence algorithm, as published with NBT (CVPR 2018).
 
     Walk class pairs from least to most frequent; accept a pair as a test pair unless that pushes
     some class's count among test images above half its total count; stop once more than

@@ -211,55 +211,79 @@ def simulate_detector(objects: list[dict], cat_index: dict[str, int], cfg: World
     return dets_arr[order]
 
 
-def generate(cfg: WorldConfig, quiet: bool = False) -> dict:
-    """Write the world to cfg.out; returns a summary dict."""
-    for c in list(cfg.categories) + list(cfg.noc_held_out):
-        if c not in CATEGORIES:
-            raise ValueError(f"unknown world category '{c}' (known: {', '.join(CATEGORIES)})")
-    if not set(cfg.noc_held_out) <= set(cfg.categories):
-        raise ValueError("noc_held_out must be a subset of categories")
-    out = Path(cfg.out)
-    img_dir = out / "images" / "world"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
-    cat_index = {c: i + 1 for i, c in enumerate(cfg.categories)}      # class index 1..C
-    cat_id = {c: 2 * i + 3 for i, c in enumerate(cfg.categories)}     # COCO-like ids with gaps
-    grammar = CaptionGrammar({c: CATEGORIES[c] for c in cfg.categories}, list(COLOURS))
+@dataclass
+class WorldRecords:
+    """Everything generate() writes, image by image, in the real formats."""
+    cat_index: dict                # category -> class index 1..C (the class-file line)
+    cat_id: dict                   # category -> COCO-like category id (with gaps)
+    images: list = field(default_factory=list)          # COCO images
+    instances: list = field(default_factory=list)       # COCO annotations (boxes, attributes)
+    captions: list = field(default_factory=list)        # COCO caption annotations
+    karpathy: list = field(default_factory=list)        # dataset_world.json entries
+    dets: list = field(default_factory=list)            # per image: simulated detections (n, 6)
+    mentions: dict = field(default_factory=dict)        # image id -> classes its captions name
 
-    images, instances, captions, karpathy, dets_all, mentions = [], [], [], [], [], {}
-    ann_id = sent_id = 0
-    for k in range(cfg.n_images):
-        image_id = k + 1
-        objects = _place_objects(rng, cfg)
-        fname = f"world_{image_id:06d}.png"
-        render(objects, cfg.image_size, rng).save(img_dir / fname)
-        images.append({"id": image_id, "file_name": fname, "width": cfg.image_size,
-                       "height": cfg.image_size, "license": 0})
+    def add_objects(self, image_id: int, objects: list[dict]) -> None:
         for o in objects:
-            ann_id += 1
             x1, y1, x2, y2 = o["box"]
-            instances.append({
-                "id": ann_id, "image_id": image_id, "category_id": cat_id[o["category"]],
+            self.instances.append({
+                "id": len(self.instances) + 1, "image_id": image_id, "category_id": self.cat_id[o["category"]],
                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                 "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0,
                 "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]],
                 "attributes": {"kind": CATEGORIES[o["category"]][o["kind"]], "colour": o["colour"]},
             })
-        groups = Group.from_objects(objects, cfg.image_size)
-        sents = grammar.captions(groups, cfg.captions_per_image, rng)
-        mentioned: set[int] = set()
+
+    def add_captions(self, k: int, image_id: int, fname: str, sents: list) -> None:
         sentences = []
         for text, cats in sents:
-            sent_id += 1
-            mentioned |= {cat_index[c] for c in cats}
-            captions.append({"id": sent_id, "image_id": image_id, "caption": text})
+            sent_id = len(self.captions) + 1
+            self.mentions.setdefault(image_id, set()).update(self.cat_index[c] for c in cats)
+            self.captions.append({"id": sent_id, "image_id": image_id, "caption": text})
             sentences.append({"tokens": text.split(), "raw": text, "imgid": k, "sentid": sent_id})
-        mentions[image_id] = mentioned
-        karpathy.append({"filepath": "world", "filename": fname, "imgid": k, "cocoid": image_id,
-                         "sentids": [s["sentid"] for s in sentences], "sentences": sentences})
-        dets_all.append(simulate_detector(objects, cat_index, cfg, rng))
+        self.mentions.setdefault(image_id, set())
+        self.karpathy.append({"filepath": "world", "filename": fname, "imgid": k, "cocoid": image_id,
+                              "sentids": [s["sentid"] for s in sentences], "sentences": sentences})
 
-    # normal split: a seeded permutation
+
+def generate(cfg: WorldConfig, quiet: bool = False) -> dict:
+    """Write the world to cfg.out; returns a summary dict."""
+    check_config(cfg)
+    out = Path(cfg.out)
+    img_dir = out / "images" / "world"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg.seed)
+    rec = WorldRecords(cat_index={c: i + 1 for i, c in enumerate(cfg.categories)},
+                       cat_id={c: 2 * i + 3 for i, c in enumerate(cfg.categories)})
+    grammar = CaptionGrammar({c: CATEGORIES[c] for c in cfg.categories}, list(COLOURS))
+    for k in range(cfg.n_images):
+        image_id = k + 1
+        objects = _place_objects(rng, cfg)
+        fname = f"world_{image_id:06d}.png"
+        render(objects, cfg.image_size, rng).save(img_dir / fname)
+        rec.images.append({"id": image_id, "file_name": fname, "width": cfg.image_size,
+                           "height": cfg.image_size, "license": 0})
+        rec.add_objects(image_id, objects)
+        rec.add_captions(k, image_id, fname, grammar.captions(Group.from_objects(objects, cfg.image_size),
+                                                              cfg.captions_per_image, rng))
+        rec.dets.append(simulate_detector(objects, rec.cat_index, cfg, rng))
+    assign_normal_split(rec.karpathy, cfg, rng)
+    summary = write_world(out, cfg, rec)
+    if not quiet:
+        print(f"world written to {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    return summary
+
+
+def check_config(cfg: WorldConfig) -> None:
+    for c in list(cfg.categories) + list(cfg.noc_held_out):
+        if c not in CATEGORIES:
+            raise ValueError(f"unknown world category '{c}' (known: {', '.join(CATEGORIES)})")
+    if not set(cfg.noc_held_out) <= set(cfg.categories):
+        raise ValueError("noc_held_out must be a subset of categories")
+
+
+def assign_normal_split(karpathy: list[dict], cfg: WorldConfig, rng) -> None:
+    """The normal split: a seeded permutation into val, test and train."""
     order = rng.permutation(cfg.n_images)
     n_val, n_test = int(cfg.n_images * cfg.val_fraction), int(cfg.n_images * cfg.test_fraction)
     split = np.array(["train"] * cfg.n_images, dtype=object)
@@ -268,31 +292,29 @@ def generate(cfg: WorldConfig, quiet: bool = False) -> dict:
     for entry, s in zip(karpathy, split):
         entry["split"] = str(s)
 
-    categories = [{"id": cat_id[c], "name": c, "supercategory": "shape"} for c in cfg.categories]
+
+def write_world(out: Path, cfg: WorldConfig, rec: WorldRecords) -> dict:
+    """The COCO json files, the Karpathy json, the class file, the robust and NOC split files and
+    the detection h5; returns the summary."""
+    categories = [{"id": rec.cat_id[c], "name": c, "supercategory": "shape"} for c in cfg.categories]
     info = {"description": f"nbt built-in grounded world (seed {cfg.seed})", "version": "1.0"}
     ann_dir = out / "annotations"
     atomic_write_json(ann_dir / "instances_world.json", {
-        "info": info, "licenses": [], "images": images, "annotations": instances, "categories": categories})
+        "info": info, "licenses": [], "images": rec.images, "annotations": rec.instances, "categories": categories})
     atomic_write_json(ann_dir / "captions_world.json", {
-        "info": info, "licenses": [], "images": images, "annotations": captions})
-    atomic_write_json(out / "dataset_world.json", {"dataset": "world", "images": karpathy})
+        "info": info, "licenses": [], "images": rec.images, "annotations": rec.captions})
+    atomic_write_json(out / "dataset_world.json", {"dataset": "world", "images": rec.karpathy})
     class_lines = [", ".join([c, *CATEGORIES[c]]) for c in cfg.categories]
     atomic_write_text(out / "world_class_name.txt", "\n".join(class_lines) + "\n")
-
-    robust = robust_split(mentions, max_test_images=int(cfg.n_images * cfg.robust_test_fraction),
+    robust = robust_split(rec.mentions, max_test_images=int(cfg.n_images * cfg.robust_test_fraction),
                           seed=cfg.seed)
     atomic_write_json(out / "split_robust_world.json", robust)
-    held = [cat_index[c] for c in cfg.noc_held_out]
-    noc = noc_split(mentions, held, seed=cfg.seed)
+    noc = noc_split(rec.mentions, [rec.cat_index[c] for c in cfg.noc_held_out], seed=cfg.seed)
     noc["held_out"] = list(cfg.noc_held_out)
     atomic_write_json(out / "split_noc_world.json", noc)
-    write_h5(out / "world_detection.h5", dets_all)
-    summary = {"images": cfg.n_images, "objects": len(instances), "captions": len(captions),
-               "robust_test_pairs": len(robust["test_pairs"]),
-               "noc_novel": len(noc["val"]) + len(noc["test"])}
-    if not quiet:
-        print(f"world written to {out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
-    return summary
+    write_h5(out / "world_detection.h5", rec.dets)
+    return {"images": cfg.n_images, "objects": len(rec.instances), "captions": len(rec.captions),
+            "robust_test_pairs": len(robust["test_pairs"]), "noc_novel": len(noc["val"]) + len(noc["test"])}
 
 
 def _parse(argv: list[str] | None) -> WorldConfig:
@@ -312,9 +334,10 @@ def _parse(argv: list[str] | None) -> WorldConfig:
     return WorldConfig(**values)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, action=generate) -> int:
+    """The world's command line; `action` (generate, or prepare_world.prepare) gets the config."""
     try:
-        generate(_parse(argv))
+        action(_parse(argv))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -70,10 +70,10 @@ def test_every_captioning_model_runs_on_the_new_backbones(backbones, world_batch
                         finetune_cnn=False, aoa_heads=2, aoa_refine_layers=1)
     torch.manual_seed(0)
     model = build_captioner(opt, vocab_size=bundle.vocab.size, num_classes=bundle.classes.num_classes,
-                            fg_class=bundle.classes.fg_class())
+                            fine_class=bundle.classes.fine_class())
     sums = model(batch)
-    assert torch.isfinite(sums["lm"]) and sums["lm"] > 0
-    sums["lm"].backward()
+    assert torch.isfinite(sums["words"]) and sums["words"] > 0
+    sums["words"].backward()
     if att_model == "updown_plain":
         return       # beam_search fails on it for any backbone: R comes from region_mask (reported)
     model.eval()
@@ -98,7 +98,7 @@ def test_the_coco_config_offline_fails_in_one_line_at_the_cnn(offline):
     opt = build_options(["--path_opt", str(ROOT / "cfgs" / "normal_coco_res101.yml")])
     assert opt.cnn_backend == "res101" and opt.pretrained_cnn and not opt.cnn_weights
     with pytest.raises(DataError, match=r"no resnet101 CNN weights: resnet101-\w+\.pth is not in .*--cnn_weights PATH"):
-        build_captioner(opt, vocab_size=10, num_classes=80, fg_class=[0] * 10)
+        build_captioner(opt, vocab_size=10, num_classes=80, fine_class=[0] * 10)
 
 
 def test_torchvision_weight_files_load_including_densenet_old_key_names(tmp_path, backbones):

@@ -60,7 +60,7 @@ def test_real_captions_give_expected_visual_words():
         [("dogs", "dog", 1), ("frisbee", "frisbee", 0)]
     man = m.match("a man riding a wave on top of a surfboard".split())
     assert [classes.names[v.cls - 1] for v in man] == ["person", "surfboard"]
-    assert classes.fg_words[man[0].fg] == "man"
+    assert classes.fine_words[man[0].fine] == "man"
     hot = m.match("a hot dog with mustard".split())
     assert [(v.surface, classes.names[v.cls - 1]) for v in hot] == [("hot dog", "hot dog")]
     caps = json.loads((ANN / "captions_train2017.json").read_text())["annotations"]

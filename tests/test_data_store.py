@@ -46,7 +46,7 @@ def reference_targets(ds, row, props, gt, gt_cls, rng, gt_fine, gt_group) -> dic
         hit = (iou[:, boxes] > opt.pos_iou_thresh).any(1) if R else np.zeros(0, bool)
         return hit & score_ok & (det_cls == c)
     out = {"words": np.zeros((S, L), np.int64), "vis_cls": np.zeros((S, L), np.int64),
-           "plural": np.zeros((S, L), np.int64), "fg": np.full((S, L), -1, np.int64),
+           "plural": np.zeros((S, L), np.int64), "fine": np.full((S, L), -1, np.int64),
            "pos": np.zeros((S, L, R), bool)}
     for s, k in enumerate(chosen):
         tokens = caps[int(k)]
@@ -59,10 +59,10 @@ def reference_targets(ds, row, props, gt, gt_cls, rng, gt_fine, gt_group) -> dic
                 while j >= 0 and tokens[j] in attr_words:
                     adjectives.add(tokens[j])
                     j -= 1
-                mask = positives(v.cls, v.fg, adjectives)
+                mask = positives(v.cls, v.fine, adjectives)
                 if mask.any():
                     out["words"][s, t] = vocab.encode(tokens[i + v.length - 1])
-                    out["vis_cls"][s, t], out["plural"][s, t], out["fg"][s, t] = v.cls, v.plural, v.fg
+                    out["vis_cls"][s, t], out["plural"][s, t], out["fine"][s, t] = v.cls, v.plural, v.fine
                     out["pos"][s, t] = mask
                     t += 1
                     i += v.length

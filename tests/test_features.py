@@ -75,7 +75,8 @@ def test_cache_refuses_other_proposals_crop_sizes_and_old_layouts(world_dir, tmp
 
 def _train_and_evaluate(opt, epochs: int):
     from nbt.misc.runtime import seed_everything
-    from nbt.misc.trainer import TrainState, build_model, build_optimizer, evaluate, make_loader, train_one_epoch
+    from nbt.misc.trainer import TrainState, evaluate, make_loader, train_one_epoch
+    from nbt.misc.builders import build_model, build_optimizer
     bundle, cpu = DataBundle.load(opt), torch.device("cpu")
     seed_everything(opt.seed)
     model = build_model(opt, bundle, cpu)

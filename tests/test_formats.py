@@ -17,7 +17,7 @@ from nbt.misc.detector import detections_from_json, valid_rows, write_h5
 from nbt.misc.io import DataError
 from nbt.misc.vocab import ClassNames, Vocabulary, build_vocab
 from nbt.prepro import prepro_det, prepro_dic_coco
-from nbt.misc.cider import document_frequency
+from nbt.misc.cider import document_frequency, document_frequency_plain
 
 CLASSES = ROOT / "data" / "coco" / "coco_class_name.txt"
 ANN = COCO_MINI / "annotations"
@@ -50,7 +50,7 @@ def test_unk_rate_on_coco_mini_training_tokens(tmp_path):
     for threshold in (0, 1, 5):
         vocab = set(build_vocab(train, threshold).values())
         rates[threshold] = sum(t not in vocab for c in train for t in c) / n
-    print(f"\ncoco-mini training tokens as UNK: " + ", ".join(f"threshold {k}: {100 * v:.1f} %" for k, v in rates.items()))
+    print("\ncoco-mini training tokens as UNK: " + ", ".join(f"threshold {k}: {100 * v:.1f} %" for k, v in rates.items()))
     assert rates[0] == 0
     assert rates[1] == sum(k for k in counts.values() if k == 1) / n        # exactly the words seen once
     assert rates[0] < rates[1] < rates[5]
@@ -59,7 +59,7 @@ def test_unk_rate_on_coco_mini_training_tokens(tmp_path):
 # -- CIDEr-D document frequencies -----------------------------------------------------------------
 def _check_df(per_image):
     refs = [[" ".join(c) for c in caps] for caps in per_image]
-    assert prepro_dic_coco.document_frequency(per_image) == document_frequency(refs)
+    assert document_frequency(refs) == document_frequency_plain(refs)
 
 
 @needs_mini
@@ -69,7 +69,7 @@ def test_df_table_equals_misc_cider_on_coco_mini(tmp_path):
     cap = json.loads((tmp_path / "cap.json").read_text())
     train = [caps for im, caps in zip(dic["images"], cap) if im["split"] == "train"]
     written = json.loads((tmp_path / "df.json").read_text())
-    assert written == document_frequency([[" ".join(c) for c in caps] for caps in train])
+    assert written == document_frequency_plain([[" ".join(c) for c in caps] for caps in train])
     assert len(written["df"]) > 5000
     _check_df([caps for caps in cap])                       # all 159 images, val and test too
 

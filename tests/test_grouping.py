@@ -3,6 +3,7 @@
 import torch
 
 from nbt.misc.grouping import RegionGrouping, batched_iou, group_targets, grouping_loss_sum, pair_geometry
+from nbt.misc.encoded import GroupLogits
 
 
 def _props(boxes, classes):
@@ -136,7 +137,7 @@ def test_grouping_learns_colour_pairs():
 
 def test_loss_sum_is_zero_without_ground_truth():
     logits = torch.randn(1, 2, 2, requires_grad=True)
-    out = {"group_logits": logits, "group_valid": torch.ones(1, 2, 2, dtype=torch.bool)}
+    out = GroupLogits(logits=logits, valid=torch.ones(1, 2, 2, dtype=torch.bool))
     batch = {"proposals": _props([[0, 0, 10, 10], [30, 0, 40, 10]], [1, 1]),
              "prop_mask": torch.ones(1, 2, dtype=torch.bool), "gt": GT[:, :0], "gt_mask": GT_MASK[:, :0]}
     assert float(grouping_loss_sum(out, batch).detach()) == 0.0

@@ -145,7 +145,7 @@ def _plural_marks(data):
                 found[v.pos] = v
                 claimed.update(range(v.pos + 1, v.pos + v.length))      # second word of a bigram
                 if v.plural:
-                    marked[(v.surface, classes.fg_words[v.fg])] += 1
+                    marked[(v.surface, classes.fine_words[v.fine])] += 1
             for i, t in enumerate(tokens):
                 if i in claimed:
                     continue

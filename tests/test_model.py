@@ -18,7 +18,7 @@ FG_CLASS = [1, 1, 2, 2, 2, 3, 4, 4]
 
 def tiny_decoder(**kw):
     torch.manual_seed(0)
-    return NBTDecoder(vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+    return NBTDecoder(vocab_size=V, num_classes=C, fine_class=FG_CLASS, feat_dim=8, rnn_size=H,
                       input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
                       drop_prob=0.0, stride=8, image_size=64, **kw).eval()
 
@@ -101,13 +101,13 @@ def test_region_encoder_and_heads_shapes():
                         drop_prob=0.0, stride=8, image_size=64)
     props = torch.tensor([[[0, 0, 10, 10, 1, 0.9], [5, 5, 30, 30, 2, 0.8]]]).float()
     f = enc(torch.randn(1, 8, 8, 8), props, torch.tensor([[True, False]]))
-    assert f["fc"].shape == (1, H) and f["grid"].shape == (1, 64, H) and f["regions"].shape == (1, 2, H)
-    assert torch.all(f["regions"][0, 1] == 0)                  # padding region zeroed
-    heads = SlotHeads(rnn_size=H, fg_class=FG_CLASS, num_classes=C, drop_prob=0.0)
+    assert f.fc.shape == (1, H) and f.grid.shape == (1, 64, H) and f.regions.shape == (1, 2, H)
+    assert torch.all(f.regions[0, 1] == 0)                     # padding region zeroed
+    heads = SlotHeads(rnn_size=H, fine_class=FG_CLASS, num_classes=C, drop_prob=0.0)
     pl, fl = heads(torch.randn(2, H), torch.randn(2, H), torch.tensor([2, 4]))
     assert pl.shape == (2, 2) and fl.shape == (2, len(FG_CLASS))
     assert torch.isinf(fl[0, [0, 1, 5, 6, 7]]).all() and torch.isfinite(fl[0, 2:5]).all()
-    assert "fg_mask" in dict(heads.named_buffers()) and "fg_mask" not in dict(heads.named_parameters())
+    assert "fine_mask" in dict(heads.named_buffers()) and "fine_mask" not in dict(heads.named_parameters())
 
 
 @pytest.mark.parametrize("name,channels,stride", [("tiny", 32 + 8, 8), ("res18", 512, 32), ("vgg16", 512, 16)])
@@ -148,7 +148,7 @@ def test_teacher_forcing_loss_and_targets():
     pos = torch.zeros(2, 2, 4, 5, dtype=torch.bool)
     pos[0, 0, 1, 2] = True
     batch = {"words": words, "vis_cls": vis, "pos": pos, "plural": torch.zeros_like(words),
-             "fg": torch.where(vis > 0, torch.tensor(FG_CLASS).tolist().index(int(vis[0, 0, 1])), -1)}
+             "fine": torch.where(vis > 0, torch.tensor(FG_CLASS).tolist().index(int(vis[0, 0, 1])), -1)}
     dec.train()
     out = dec(f, batch)
     assert out["word_logp"].shape == (4, 5, V) and out["region_logp"].shape == (4, 5, 5)
@@ -169,7 +169,7 @@ def _teacher_batch(props):
     pos[0, 0, 1, 2] = pos[1, 1, 2, 0] = pos[1, 1, 2, 3] = True
     fine = [FG_CLASS.index(int(c)) if c > 0 else -1 for c in vis.flatten().tolist()]
     return {"words": words, "vis_cls": vis, "pos": pos, "plural": (pos.sum(-1) > 1).long(),
-            "fg": torch.tensor(fine).view_as(words)}
+            "fine": torch.tensor(fine).view_as(words)}
 
 
 @pytest.mark.parametrize("pointer,grouping,train", [(True, True, True), (True, False, False), (False, False, True)])
@@ -179,7 +179,7 @@ def test_all_steps_at_once_equals_the_per_step_reference(pointer, grouping, trai
     log-probs, losses and gradients - in training with dropout too (the same masks are drawn)."""
     from nbt.misc.decoder_base import CaptionDecoder
     torch.manual_seed(0)
-    dec = NBTDecoder(vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+    dec = NBTDecoder(vocab_size=V, num_classes=C, fine_class=FG_CLASS, feat_dim=8, rnn_size=H,
                      input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
                      drop_prob=0.3, stride=8, image_size=64, pointer=pointer, region_grouping=grouping).train(train)
     conv = torch.randn(2, 8, 8, 8)
@@ -202,7 +202,7 @@ def test_all_steps_at_once_equals_the_per_step_reference(pointer, grouping, trai
     assert fast["region_logp"].shape == ref["region_logp"].shape == (4, 5, 5 if pointer else 0)
     for k in ("word_logp", "region_logp", "h_lang"):
         assert torch.allclose(fast[k], ref[k], atol=1e-5), k
-    for k in ("lm", "bn", "fg"):
+    for k in ("words", "plural", "fine"):
         assert torch.allclose(fast_sums[k], ref_sums[k], atol=1e-5), k
     assert fast_grads.keys() == ref_grads.keys() and ("pointer.score.weight" in ref_grads) == pointer
     for n, g in ref_grads.items():
@@ -214,7 +214,7 @@ def test_beam_one_equals_greedy(grouping):
     dec = tiny_decoder(region_grouping=grouping)
     f, _, _ = features(dec, B=4)
     if grouping:
-        assert f["group_logits"].shape == (4, 5, 5) and not f["group_valid"][-1, -1].any()
+        assert f.groups.logits.shape == (4, 5, 5) and not f.groups.valid[-1, -1].any()
     g = greedy(dec, f, max_len=12)
     b = beam_search(dec, f, beam_size=1, max_len=12)
     for x, y in zip(g, b):
@@ -226,8 +226,7 @@ def test_beam_batched_equals_one_image_at_a_time():
     f, props, mask = features(dec, B=3)
     together = beam_search(dec, f, beam_size=3, max_len=10)
     for i in range(3):
-        fi = {k: (v[i:i + 1] if torch.is_tensor(v) else v) for k, v in f.items()}
-        fi["batch"] = 1
+        fi = f.rows(torch.tensor([i]))
         alone = beam_search(dec, fi, beam_size=3, max_len=10)[0]
         assert alone.tokens == together[i].tokens
         assert abs(alone.score - together[i].score) < 1e-4
@@ -237,23 +236,23 @@ def test_beam_batched_equals_one_image_at_a_time():
 def test_step_on_live_rows_equals_step_on_expanded_features(name):
     """Decoding steps only some rows, with features kept per image (img = image of each row)."""
     from nbt.misc.baselines import build_baseline
-    from nbt.misc.regions import expand_features
     if name == "nbt":
         dec = tiny_decoder()
     else:
         torch.manual_seed(0)
-        dec = build_baseline(name, vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+        dec = build_baseline(name, vocab_size=V, num_classes=C, fine_class=FG_CLASS, feat_dim=8, rnn_size=H,
                              input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
                              drop_prob=0.0, stride=8, image_size=64, heads=2, refine_layers=1).eval()
     f, _, _ = features(dec, B=3)
     img = torch.tensor([0, 0, 2, 2, 2])                           # image 1 has no live rows
-    fx = expand_features(f, 3)
+    fx = f.expand(3)
     rows = torch.tensor([0, 2, 6, 7, 8])
-    state = tuple(torch.randn(len(img), s.shape[1], generator=torch.Generator().manual_seed(i))
-                  for i, s in enumerate(dec.init_state(fx)))
+    init = dec.init_state(fx)
+    state = type(init)(*(torch.randn(len(img), s.shape[1], generator=torch.Generator().manual_seed(i))
+                         for i, s in enumerate(init)))
     tok = torch.tensor([0, 3, 5, 0, V + 1])
     with torch.no_grad():
-        a = dec.step(tok, {k: (v[rows] if torch.is_tensor(v) else v) for k, v in fx.items()}, state)
+        a = dec.step(tok, fx.rows(rows), state)
         b = dec.step(tok, f, state, img=img)
     for x, y in zip(a[:2] + tuple(a[2]), b[:2] + tuple(b[2])):
         assert torch.allclose(x, y, atol=1e-5)
@@ -293,8 +292,7 @@ def test_cbs_satisfies_constraints_and_leaves_inputs_alone():
         assert set(cons[b].tolist()) <= mentioned and d.satisfied == 2
     single = []
     for b in range(3):
-        fi = {k: (v[b:b + 1] if torch.is_tensor(v) else v) for k, v in f.items()}
-        fi["batch"] = 1
+        fi = f.rows(torch.tensor([b]))
         single.append(beam_search(dec, fi, beam_size=2, max_len=12, constraints=cons[b:b + 1])[0].tokens)
     assert single == [d.tokens for d in out]
 
@@ -325,7 +323,7 @@ def test_cbs_unsatisfiable_returns_best_partial_with_warning():
 def test_baselines_shapes_decode_and_never_point(name):
     from nbt.misc.baselines import build_baseline
     torch.manual_seed(0)
-    dec = build_baseline(name, vocab_size=V, num_classes=C, fg_class=FG_CLASS, feat_dim=8, rnn_size=H,
+    dec = build_baseline(name, vocab_size=V, num_classes=C, fine_class=FG_CLASS, feat_dim=8, rnn_size=H,
                          input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
                          drop_prob=0.0, stride=8, image_size=64, heads=2, refine_layers=2).eval()
     _, props, mask = features(tiny_decoder(), B=2)
@@ -342,5 +340,5 @@ def test_baselines_shapes_decode_and_never_point(name):
     out = dec(f, {"words": words, "vis_cls": torch.zeros_like(words)})
     sums = xe_loss_sums(dec, out, {"words": words, "vis_cls": torch.zeros_like(words),
                                    "pos": torch.zeros(2, 1, 3, 5, dtype=torch.bool)})
-    assert int(sums["n_tokens"]) == 5 and torch.isfinite(sums["lm"])
-    sums["lm"].backward()
+    assert int(sums["n_tokens"]) == 5 and torch.isfinite(sums["words"])
+    sums["words"].backward()

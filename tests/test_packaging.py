@@ -36,8 +36,15 @@ def test_the_wheel_is_one_package_nbt_with_its_configs_and_three_commands(tmp_pa
     import subprocess
     import sys
     import zipfile
+    import shutil
+    src = tmp_path / "src"                        # a copy: building writes build/ and *.egg-info there
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("misc", "pooling", "prepro", "tools", "cfgs"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    for path in [ROOT / "pyproject.toml", ROOT / "README.md", ROOT / "LICENSE", *ROOT.glob("*.py")]:
+        shutil.copy(path, src / path.name)
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+                          "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     wheel = next(tmp_path.glob("nbt-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
@@ -80,3 +87,35 @@ def test_misc_imports_point_down_the_chain():
                 assert parts[0] not in GENERIC, f"{path.name}: imports {name} (use nbt.{name})"
                 if parts[0] == "nbt":
                     assert parts[1:2] in (["misc"], ["pooling"]), f"{path.name} imports {name}"
+
+
+# The chain a batch travels, as the README's "Layout" lists it: image -> proposals -> region
+# features -> decoder -> decoding -> evaluation -> training -> session.
+CHAIN = [
+    ["io", "config", "runtime", "npz_cache", "weights"],                           # foundations
+    ["plurals", "vocab", "annotations", "captions"],                               # words and annotations
+    ["transforms", "proposals", "detector", "calibration"],                        # image -> proposals
+    ["features", "targets", "dataset"],                                            # batches
+    ["encoded", "backbone", "regions", "grouping", "attention"],                   # region features
+    ["decoder_base", "slot_heads", "model", "baselines", "losses", "captioner"],   # decoder
+    ["decoding", "slot_filling", "inference"],                                     # decoding
+    ["metrics", "cider", "evaluation"],                                            # evaluation
+    ["scst", "builders", "checkpoint", "trainer"],                                 # training
+    ["session", "api"],                                                            # session
+]
+
+
+def test_every_misc_module_imports_only_from_modules_before_it_in_the_chain():
+    import ast
+    order = [m for layer in CHAIN for m in layer]
+    on_disk = {p.stem for p in (ROOT / "misc").glob("*.py")} - {"__init__"}
+    assert set(order) == on_disk, f"place these modules in CHAIN: {on_disk ^ set(order)}"
+    for i, module in enumerate(order):
+        tree = ast.parse((ROOT / "misc" / f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if name.startswith("nbt.misc."):
+                    dep = name.split(".")[2]
+                    assert dep in order[:i], f"misc/{module}.py imports {dep}, which comes after it"

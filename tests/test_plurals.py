@@ -43,7 +43,7 @@ def _coco():
 
 def _found(matcher, text):
     classes = matcher.classes
-    return [(v.surface, classes.fg_words[v.fg], v.plural) for v in matcher.match(text.split())]
+    return [(v.surface, classes.fine_words[v.fine], v.plural) for v in matcher.match(text.split())]
 
 
 def test_skiing_is_not_the_plural_of_ski():
@@ -89,19 +89,19 @@ def test_rendering_and_reading_back_use_the_matchers_relation():
     classes = _coco()
     vocab = Vocabulary({"1": "UNK"}, classes)
     m = VisualWordMatcher(classes)
-    for w in classes.fg_words:
+    for w in classes.fine_words:
         p = vocab.plural(w)
         base = classes.forms.singular(w)                     # "people" is person's plural itself
         found = m.match(p.split())
         assert len(found) == 1 and found[0].length == len(p.split()), (w, p)
-        assert classes.fg_words[found[0].fg] == base and vocab.singular(p) == base, (w, p)
+        assert classes.fine_words[found[0].fine] == base and vocab.singular(p) == base, (w, p)
         assert found[0].plural == 1 or p == w, (w, p)       # invariant: the context decides
 
 
 def test_world_class_file_round_trips(world_dir):
     classes = ClassNames.read(world_dir / "world_class_name.txt")
     vocab = Vocabulary({"1": "UNK"}, classes)
-    for w in classes.fg_words:
+    for w in classes.fine_words:
         assert vocab.plural(w) == w + ("es" if w.endswith(("s", "x", "ch", "sh")) else "s")
         assert vocab.singular(vocab.plural(w)) == w
 
@@ -189,11 +189,11 @@ def test_every_coco_mini_caption_against_the_table():
         for v in m.match(toks):
             assert not set(v.surface.split()) & COCO_MINI_TEXT
             if v.plural:
-                plural[v.surface] = classes.fg_words[v.fg]
+                plural[v.surface] = classes.fine_words[v.fine]
             else:
                 singular.add(v.surface)
     assert plural == COCO_MINI_PLURALS
-    assert singular <= set(classes.fg_words)              # a singular visual word is a class-file word
+    assert singular <= set(classes.fine_words)              # a singular visual word is a class-file word
     assert COCO_MINI_TEXT <= tokens                       # the false cases do occur in the captions
     assert len(caps) == 795 and len(singular) > 100
 

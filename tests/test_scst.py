@@ -85,7 +85,7 @@ def test_word_id_scoring_with_repeated_images_unknown_ngrams_and_uneven_referenc
 def test_scst_step_updates_the_model(world_dir, baseline):
     from nbt.misc.dataset import CaptionDataset, DataBundle, collate
     from nbt.misc.scst import SelfCritical
-    from nbt.misc.trainer import build_model
+    from nbt.misc.builders import build_model
     opt = world_options(world_dir, train_sample_n=3, scst_baseline=baseline)
     bundle = DataBundle.load(opt)
     batch = collate([CaptionDataset(bundle, "train", train=True)[(i, 0)] for i in range(4)])
@@ -104,10 +104,20 @@ def test_scst_renders_filled_captions(world_dir):
     bundle = DataBundle.load(world_options(world_dir))
     scst = SelfCritical(bundle, world_options(world_dir))
     V = bundle.vocab.size
-    fg = bundle.classes.fg_words.index("ring")
+    fine = bundle.classes.fine_words.index("ring")
+    circle = bundle.classes.names.index("circle") + 1
     tokens = torch.tensor([[bundle.vocab.encode("two"), V + 0, 0]])
-    arr = scst.render(tokens, torch.tensor([[0, 1, 0]]), torch.tensor([[-1, fg, -1]]), {})
+    arr = scst.render(tokens, torch.tensor([[0, 1, 0]]), torch.tensor([[-1, fine, -1]]), torch.tensor([[circle]]))
     assert [bundle.vocab.word(i) for i in arr[0] if i] == ["two", "rings"]
+    # the reward sees the slot exactly as evaluation renders it (one renderer), fallback included
+    from nbt.misc.decoding import Decoded
+    from nbt.misc.slot_filling import fill_slots
+    for fine_choice in (fine, -1):
+        d = Decoded(tokens=[bundle.vocab.encode("two"), V + 0], plural=[0, 1], fine=[-1, fine_choice], score=0.0)
+        text = fill_slots(d, bundle.vocab, torch.tensor([[0, 0, 9, 9, circle, 0.9]])).text
+        arr = scst.render(torch.tensor([d.tokens]), torch.tensor([d.plural]), torch.tensor([d.fine]),
+                          torch.tensor([[circle]]))
+        assert " ".join(bundle.vocab.word(i) for i in arr[0] if i) == text
 
 
 def test_main_switches_to_scst_after_xe(world_dir):

@@ -46,7 +46,7 @@ def test_checkpoint_of_other_vocabulary_is_refused(world_dir, tiny_run, tmp_path
 def test_glove_vectors_and_noc_embedding_copy(world_dir, tmp_path):
     from nbt.misc.captioner import read_glove
     from nbt.misc.dataset import DataBundle
-    from nbt.misc.trainer import apply_noc_word_map, build_model
+    from nbt.misc.builders import apply_noc_word_map, build_model
     glove = tmp_path / "glove.txt"
     glove.write_text("circle 1 0 0 0\nsquare 0 1 0 0\nheart 0 0 1 0\n")
     names = ["circle", "square", "heart", "hot dog"]
@@ -77,7 +77,8 @@ def test_scheduled_sampling_trains(world_dir):
 def test_gradient_accumulation_equals_one_big_batch(world_dir):
     from nbt.misc.dataset import CaptionDataset, DataBundle, collate
     from nbt.misc.losses import combine
-    from nbt.misc.trainer import batch_counts, build_model
+    from nbt.misc.trainer import batch_counts
+    from nbt.misc.builders import build_model
     opt = world_options(world_dir, cnn_backend="res18", finetune_cnn=False, att_feat_size=512,
                         region_grouping=True)
     bundle = DataBundle.load(opt)

@@ -38,7 +38,8 @@ def test_overfit_twenty_images(world_dir):
     with the visual words grounded in the right boxes."""
     from nbt.misc.dataset import CaptionDataset, DataBundle, collate
     from nbt.misc.losses import combine
-    from nbt.misc.trainer import batch_counts, build_model, build_optimizer, evaluate
+    from nbt.misc.trainer import batch_counts, evaluate
+    from nbt.misc.builders import build_model, build_optimizer
     opt = world_options(world_dir, seq_per_img=1, rnn_size=128, input_encoding_size=64, att_hid_size=64,
                         att_feat_size=64, learning_rate=3e-3, eval_max_images=20,
                         region_grouping=True)
@@ -128,7 +129,8 @@ def _ddp_worker(rank, world, root, port, queue):
 def _grads(opt, rank, world):
     from nbt.misc.dataset import CaptionDataset, DataBundle, collate
     from nbt.misc.losses import combine
-    from nbt.misc.trainer import batch_counts, build_model
+    from nbt.misc.trainer import batch_counts
+    from nbt.misc.builders import build_model
     bundle = DataBundle.load(opt)
     ds = CaptionDataset(bundle, "train", train=True)
     items = [ds[(i, 0)] for i in range(8)][rank::world]

@@ -36,9 +36,9 @@ def test_matcher_bigrams_before_unigrams_and_plurals(coco_like_classes):
     m = VisualWordMatcher(classes)
     found = m.match("two dogs eat a hot dog near a man".split())
     assert [(v.surface, v.cls, v.plural) for v in found] == [("dogs", 2, 1), ("hot dog", 3, 0), ("man", 1, 0)]
-    assert classes.fg_words[found[0].fg] == "dog"
+    assert classes.fine_words[found[0].fine] == "dog"
     puppies = m.match("three puppies".split())[0]
-    assert puppies.cls == 2 and puppies.plural == 1 and classes.fg_words[puppies.fg] == "puppy"
+    assert puppies.cls == 2 and puppies.plural == 1 and classes.fine_words[puppies.fine] == "puppy"
     assert m.match("a dog".split(), present={1}) == []          # class not among the GT boxes
     assert classes.forms.singular("rackets") == "racket"
 
@@ -92,7 +92,7 @@ def test_positives_follow_the_attributes_a_phrase_names(world_dir):
             if before not in colours:
                 continue
             pos = it["pos"][s_, t_].numpy()
-            same_kind = (gt[:, 4] == int(it["vis_cls"][s_, t_])) & (gt[:, 5] == int(it["fg"][s_, t_]))
+            same_kind = (gt[:, 4] == int(it["vis_cls"][s_, t_])) & (gt[:, 5] == int(it["fine"][s_, t_]))
             assert pos.any() and all(before in b.boxes.group_words[int(g)] for g in gt[pos, 6])
             checked += 1
             narrowed += int(pos.sum() < (same_kind[:len(pos)]).sum())

@@ -49,10 +49,10 @@ def test_plurals_attributes_and_grounded_fine_words(world_dir):
     text = " ".join(" ".join(t) for t in sents)
     for word in ("red", "left of", "above", "two"):
         assert word in text
-    kinds = {classes.fg_words[v.fg] for v in visual}
+    kinds = {classes.fine_words[v.fine] for v in visual}
     assert len(kinds) >= 16                                        # fine-grained words used
     inst = json.loads((world_dir / "annotations" / "instances_world.json").read_text())
-    assert all(a["attributes"]["kind"] in classes.fg_words for a in inst["annotations"])
+    assert all(a["attributes"]["kind"] in classes.fine_words for a in inst["annotations"])
 
 
 def test_noc_held_out_absent_from_training_but_detected(world_dir):

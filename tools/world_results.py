@@ -25,7 +25,7 @@ MODELS = {"topdown": "NBT", "showtell": "Show-and-Tell", "aoanet": "AoANet"}
 
 
 def run_one(split: str, model: str, args) -> list[dict]:
-    from nbt.main import ensure_world
+    from nbt.prepro.prepare_world import ensure_world
     from nbt.misc.session import train
     base = build_options(["--path_opt", str(ROOT / SPLITS[split]), "--att_model", model,
                           "--seed", str(args.seed), "--val_every_epoch", "0", "--eval_split", "",
