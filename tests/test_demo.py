@@ -22,6 +22,15 @@ def test_demo_on_world_images_default_split(world_run, tmp_path):
     assert len(json.loads((tmp_path / "visu.json").read_text())) == 3
 
 
+def test_the_original_readme_demo_command_runs(world_run, tmp_path):
+    """`python demo.py --cbs True --cbs_tag_size 2 --cbs_mode unique --start_from save/<run>`, as the
+    original's README gives it (plus where to write and how many images)."""
+    import shlex
+    line = f"--cbs True --cbs_tag_size 2 --cbs_mode unique --start_from {world_run}"
+    assert demo.main(shlex.split(line) + ["--demo_out", str(tmp_path), "--demo_max_images", "2"]) == 0
+    assert len(list(tmp_path.glob("*.jpg"))) == 2
+
+
 def test_demo_cbs_on_a_world_image(world_run, world_dir, tmp_path):
     img = sorted((world_dir / "images" / "world").glob("*.png"))[0]
     assert demo.main(["--start_from", world_run, "--demo_path", str(img), "--demo_out", str(tmp_path),
