@@ -115,16 +115,21 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="/tmp/memorise_coco_mini", help="working folder (data, runs)")
     p.add_argument("--max_epochs", type=int, default=150, help="training epochs of each run")
+    p.add_argument("--runs", default="oracle,fastestdet", help="which runs (two processes can share the work)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     if not MINI.is_dir():
         print(f"coco-mini not found at {MINI}", file=sys.stderr)
         return 2
     out = Path(args.out)
     cfg = prepare(out)
-    report = {name: run(cfg, out, name, oracle, args.max_epochs)
-              for name, oracle in (("oracle", True), ("fastestdet", False))}
+    runs = {"oracle": True, "fastestdet": False}
+    report = {name: run(cfg, out, name, runs[name], args.max_epochs) for name in args.runs.split(",")}
     print(json.dumps(report, indent=1))
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / f"report_{'_'.join(report)}.json").write_text(json.dumps(report, indent=1))
     return 0
 
 
