@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import _checkout  # noqa: E402,F401  (`nbt` = this checkout)
-MINI = ROOT.parent / "shared" / "data" / "coco-mini"
+MINI = next((p / "shared" / "data" / "coco-mini" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
+            ROOT.parent / "shared" / "data" / "coco-mini")   # next to the checkout, or to a folder above it
 
 CONFIG = """# coco-mini, memorisation: a world-sized model on 80 real images, no random crop, no dropout
 dataset: coco
