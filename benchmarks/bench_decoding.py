@@ -41,7 +41,7 @@ def main():
     with torch.no_grad():
         f = model.encode(batch_dev)
     B = f.batch
-    cons = select_constraints(batch["proposals"], batch["prop_mask"], k=2, mode="all", score_thresh=0.0).to(device)
+    cons = select_constraints(batch["proposals"], batch["prop_mask"], n_constraints=2, mode="all", score_thresh=0.0).to(device)
     print(f"model: {what}; {B} images; device {device}; torch threads {torch.get_num_threads()}")
     rows = []
     for name, kw, repeat in (("beam search", dict(beam_size=args.beam, max_len=opt.seq_length), 3),

@@ -147,7 +147,7 @@ def eval_step(model, opt, batch, cbs: bool, device):
         with autocast(device, opt.amp):
             f = model.encode(batch_dev)
         f = f.float()
-        constraints = select_constraints(batch["proposals"], batch["prop_mask"], k=2, mode="all",
+        constraints = select_constraints(batch["proposals"], batch["prop_mask"], n_constraints=2, mode="all",
                                          score_thresh=0.0) if cbs else None
         beam_search(model.decoder, f, beam_size=3, max_len=opt.seq_length, constraints=constraints)
     return step

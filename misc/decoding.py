@@ -1,9 +1,9 @@
 """Greedy, beam and constrained beam search, batched over images, beams and constraint states.
 
 One search serves all three: greedy is beam 1 without constraints; constrained beam search (CBS)
-keeps `beam_size` beams for each subset of satisfied constraints (a finite-state machine with
-2^k states). A constraint is "point at proposal j"; an image with fewer constraints starts in the
-state where the missing ones count as satisfied. Each beam carries its own pointer mask (no region
+keeps `beam_size` beams for each subset of satisfied constraints (a finite-state machine with 2^n
+states for n constraints). A constraint is "point at proposal j"; an image with fewer constraints
+starts in the state where the missing ones count as satisfied. Each beam carries its own pointer mask (no region
 is pointed twice). Plural and fine-grained choices are made greedily for each pointed slot (not
 part of the beam score, as in the original).
 
@@ -35,16 +35,18 @@ class Decoded:
     extra: dict = field(default_factory=dict)
 
 
-def select_constraints(proposals: torch.Tensor, prop_mask: torch.Tensor, *, k: int, mode: str,
+def select_constraints(proposals: torch.Tensor, prop_mask: torch.Tensor, *, n_constraints: int, mode: str,
                        score_thresh: float, novel_classes: list[int] | None = None) -> torch.Tensor:
-    """(B, R, 6) proposals -> (B, k) proposal indices to mention, -1 where none (never in place)."""
+    """(B, R, 6) proposals -> (B, n_constraints) proposal indices to mention, highest scores first,
+    -1 where none (inputs never modified). all: the top detections; unique: one per class, scoring
+    at least score_thresh; novel: as unique, among the held-out classes only."""
     B, R, _ = proposals.shape
-    out = torch.full((B, k), -1, dtype=torch.long)
+    out = torch.full((B, n_constraints), -1, dtype=torch.long)
     for b in range(B):
         valid = prop_mask[b].nonzero().flatten().tolist()
         order = sorted(valid, key=lambda r: -float(proposals[b, r, 5]))
         if mode == "all":
-            chosen = order[:k]
+            chosen = order[:n_constraints]
         elif mode in ("unique", "novel"):
             chosen, seen = [], set()
             for r in order:
@@ -55,7 +57,7 @@ def select_constraints(proposals: torch.Tensor, prop_mask: torch.Tensor, *, k: i
                     continue
                 seen.add(cls)
                 chosen.append(r)
-            chosen = chosen[:k]
+            chosen = chosen[:n_constraints]
         else:
             raise ValueError(f"unknown cbs_mode '{mode}' (all, unique, novel)")
         out[b, :len(chosen)] = torch.tensor(chosen, dtype=torch.long)
@@ -158,7 +160,7 @@ def select_next(cand: torch.Tensor, cons: Constraints, beam_size: int):
     the best beam_size continuations: scores, source state, source beam, token (B, n_states, beam).
     A row stays in its state with any token but a constraint's pointer, or moves from state
     s - {j} into s by pointing at constraint j."""
-    B, NS, K, W = cand.shape
+    B, NS, K, W = cand.shape                                            # K = beam_size
     same = cand.clone()
     for j in range(cons.n):                                             # pointing at j leaves the state
         tok = cons.tokens[:, j]

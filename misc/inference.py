@@ -71,7 +71,7 @@ def decode_batch(model, batch: dict, decoding: Decoding, vocab, *, device,
     f = f.float()
     constraints = None
     if decoding.cbs and getattr(model.decoder, "has_pointer", False):
-        constraints = select_constraints(proposals, prop_mask, k=decoding.cbs_tag_size, mode=decoding.cbs_mode,
+        constraints = select_constraints(proposals, prop_mask, n_constraints=decoding.cbs_tag_size, mode=decoding.cbs_mode,
                                          score_thresh=decoding.cbs_score_thresh,
                                          novel_classes=list(decoding.novel_classes))
     decoded = beam_search(model.decoder, f, beam_size=decoding.beam_size, max_len=decoding.max_len,

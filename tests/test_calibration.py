@@ -51,7 +51,7 @@ def test_world_detector_rescaled_to_low_scores_gives_the_same_constraints_and_ta
         items = [CaptionDataset(bundle, "train", train=False)[(i, 0)] for i in range(24)]
         targets.append(collate(items)["pos"])
         batch = collate([CaptionDataset(bundle, "test", train=False)[(i, 0)] for i in range(24)])
-        picked.append(select_constraints(batch["proposals"], batch["prop_mask"], k=2, mode="unique",
+        picked.append(select_constraints(batch["proposals"], batch["prop_mask"], n_constraints=2, mode="unique",
                                          score_thresh=bundle.opt.cbs_score_thresh, novel_classes=bundle.held_out))
     for high, low_t in zip(*thresholds):
         assert low_t == pytest.approx(0.4 * high ** 2, rel=1e-5)

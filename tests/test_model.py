@@ -262,7 +262,7 @@ def test_step_on_live_rows_equals_step_on_expanded_features(name):
 def test_dropping_hopeless_beams_changes_nothing(cbs):
     dec = tiny_decoder()
     f, props, mask = features(dec, B=3)
-    cons = select_constraints(props, mask, k=2, mode="all", score_thresh=0.0) if cbs else None
+    cons = select_constraints(props, mask, n_constraints=2, mode="all", score_thresh=0.0) if cbs else None
     fast = beam_search(dec, f, beam_size=3, max_len=12, constraints=cons)
     full = beam_search(dec, f, beam_size=3, max_len=12, constraints=cons, drop_hopeless=False)
     for x, y in zip(fast, full):
@@ -284,7 +284,7 @@ def test_cbs_satisfies_constraints_and_leaves_inputs_alone():
     dec = tiny_decoder()
     f, props, mask = features(dec, B=3)
     before = props.clone()
-    cons = select_constraints(props, mask, k=2, mode="all", score_thresh=0.0)
+    cons = select_constraints(props, mask, n_constraints=2, mode="all", score_thresh=0.0)
     assert torch.equal(props, before)
     out = beam_search(dec, f, beam_size=2, max_len=12, constraints=cons)
     for b, d in enumerate(out):
@@ -301,13 +301,13 @@ def test_cbs_modes_and_missing_constraints():
     props = torch.tensor([[[0, 0, 5, 5, 1, 0.95], [0, 0, 6, 6, 1, 0.9], [1, 1, 9, 9, 2, 0.85],
                            [2, 2, 8, 8, 3, 0.3]]])
     mask = torch.ones(1, 4, dtype=torch.bool)
-    assert select_constraints(props, mask, k=3, mode="all", score_thresh=0.5).tolist() == [[0, 1, 2]]
-    assert select_constraints(props, mask, k=3, mode="unique", score_thresh=0.5).tolist() == [[0, 2, -1]]
-    assert select_constraints(props, mask, k=2, mode="novel", novel_classes=[2],
+    assert select_constraints(props, mask, n_constraints=3, mode="all", score_thresh=0.5).tolist() == [[0, 1, 2]]
+    assert select_constraints(props, mask, n_constraints=3, mode="unique", score_thresh=0.5).tolist() == [[0, 2, -1]]
+    assert select_constraints(props, mask, n_constraints=2, mode="novel", novel_classes=[2],
                               score_thresh=0.5).tolist() == [[2, -1]]
     # a detection scoring exactly the threshold is kept; one below it is not
-    assert select_constraints(props, mask, k=3, mode="unique", score_thresh=0.3).tolist() == [[0, 2, 3]]
-    assert select_constraints(props, mask, k=3, mode="unique", score_thresh=0.31).tolist() == [[0, 2, -1]]
+    assert select_constraints(props, mask, n_constraints=3, mode="unique", score_thresh=0.3).tolist() == [[0, 2, 3]]
+    assert select_constraints(props, mask, n_constraints=3, mode="unique", score_thresh=0.31).tolist() == [[0, 2, -1]]
 
 
 def test_cbs_unsatisfiable_returns_best_partial_with_warning():
