@@ -2,7 +2,7 @@
 boxes), prepared with the project's own commands, trained on the CPU until the training loss
 plateaus, then decoded on the same images.
 
-    python benchmarks/memorise_coco_mini.py [--out /tmp/memorise] [--max_epochs 150]
+    python benchmarks/memorise_coco_mini.py [--out /tmp/memorise] [--max_epochs 60]
 
 Two runs: GT boxes as proposals (--det_oracle True) and FastestDet's detections (the weak detector
 of coco-mini's README). Reported per run: the loss curve, CIDEr-D and BLEU-4 on the memorised set,
@@ -49,8 +49,8 @@ image_size: 192
 image_crop_size: 192
 drop_prob_lm: 0.0
 seq_length: 20
-batch_size: 16
-learning_rate: 0.001
+batch_size: 8
+learning_rate: 0.004
 learning_rate_decay_start: -1
 grad_clip: 2.0
 num_workers: 2
@@ -115,7 +115,7 @@ def summarise(opt, result: dict, history: list, seconds: float) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="/tmp/memorise_coco_mini", help="working folder (data, runs)")
-    p.add_argument("--max_epochs", type=int, default=150, help="training epochs of each run")
+    p.add_argument("--max_epochs", type=int, default=60, help="training epochs of each run (10 steps each)")
     p.add_argument("--runs", default="oracle,fastestdet", help="which runs (two processes can share the work)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args()
