@@ -11,9 +11,16 @@ SIGINT / SIGTERM after writing a resumable checkpoint.
 """
 from __future__ import annotations
 
-import sys
-import warnings
-from pathlib import Path
+import os
+
+# OpenMP threads that wait by sleeping, not spinning (set before torch loads; an explicit
+# OMP_WAIT_POLICY wins): 10 % slower on an idle 2-core machine, 1.7x faster with one other busy
+# process (benchmarks/README.md, "CPU threads"); the numbers a run computes do not change.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import sys  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 if __package__ in (None, ""):   # `python main.py` from a checkout: `nbt` is this checkout
     import _checkout  # noqa: F401
