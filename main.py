@@ -27,7 +27,6 @@ if __package__ in (None, ""):   # `python main.py` from a checkout: `nbt` is thi
 
 from nbt.misc.config import ConfigError, build_options, format_help, help_defaults
 from nbt.misc.io import DataError
-from nbt.prepro.prepare_world import ensure_world
 
 DEFAULT_CFG = "cfgs/world.yml" if Path("cfgs/world.yml").is_file() else str(Path(__file__).resolve().parent / "cfgs" / "world.yml")
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             print(format_help("main.py", __doc__.strip().splitlines()[0], help_defaults(argv, DEFAULT_CFG)))
             return 0
         opt = build_options(argv, default_cfg=DEFAULT_CFG)
+        from nbt.prepro.prepare_world import ensure_world     # torch and the generator: not for --help
         ensure_world(opt)
         from nbt.misc.session import Interrupted, inference, train
         if opt.inference_only:

@@ -134,6 +134,16 @@ def test_main_help_runs_and_exits_zero():
     assert "(default: 'novel')" in r.stdout.split("--cbs_mode")[1].split("--")[0]
 
 
+def test_help_and_option_errors_answer_without_loading_torch():
+    """--help and a bad option are answered before torch, the world generator or any data load."""
+    for args in (["--help"], ["--batch_size", "-1"]):
+        r = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "main.py"), *args], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+        assert r.returncode == (0 if args == ["--help"] else 2), r.stderr[-500:]
+        assert "torch" not in imported and "nbt.prepro.world" not in imported, args
+
+
 # The prepro commands of the original's data/README.md, verbatim.
 ORIGINAL_DATA_README = [
     "--input_json data/coco/dataset_coco.json --split normal --output_dic_json data/coco/dic_coco.json "
