@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from nbt.misc.io import DataError, atomic_path
+from nbt.misc.weights import UnreadableFile, load_weights_only
 
 
 def rng_state() -> dict:
@@ -53,9 +54,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if path.stat().st_size == 0:
         raise DataError(f"cannot load checkpoint {path}: the file is empty")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:     # pickle / zip errors come in many types
-        raise DataError(f"cannot load checkpoint {path}: {(str(err) or type(err).__name__).splitlines()[0]}") from None
+        ckpt = load_weights_only(path)
+    except UnreadableFile as err:
+        raise DataError(f"cannot load checkpoint {path}: {err}") from None
     validate_checkpoint(ckpt, path)
     return ckpt
 

@@ -19,6 +19,19 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
+class UnreadableFile(Exception):
+    """torch.load could not read a file; the message is the first line of the reason."""
+
+
+def load_weights_only(path: Path) -> object:
+    """torch.load on the CPU with weights only (no code runs from the file); UnreadableFile for a
+    file torch cannot read (pickle, zip and EOF errors come in many types)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UnreadableFile(_first_line(err)) from None
+
+
 def read_state_dict(path: str | Path, *, what: str, flag: str) -> dict[str, torch.Tensor]:
     """A weights file: a state dict, or a checkpoint dict holding one under 'model'.
     `what` names the network ("Faster R-CNN"), `flag` the option that gave the path."""
@@ -28,9 +41,9 @@ def read_state_dict(path: str | Path, *, what: str, flag: str) -> dict[str, torc
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file, not {what} weights (given by {flag})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:     # pickle, zip and EOF errors come in many types
-        raise DataError(f"{path}: not a readable weights file ({_first_line(err)}); "
+        state = load_weights_only(path)
+    except UnreadableFile as err:
+        raise DataError(f"{path}: not a readable weights file ({err}); "
                         f"{flag} needs a torch.save'd state dict of {what}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
