@@ -13,7 +13,7 @@ from torch import nn
 import dataclasses
 
 from nbt.misc.backbone import build_backbone
-from nbt.misc.encoded import Encoded
+from nbt.misc.encoded import Encoded, GroupLogits
 from nbt.misc.grouping import grouping_loss_sum
 from nbt.misc.losses import xe_loss_sums
 from nbt.misc.model import NBTDecoder
@@ -30,23 +30,25 @@ class Captioner(nn.Module):
     def encode(self, batch: dict) -> Encoded:
         """Decoder features of a batch, without the grouping module's pair logits (only the
         training loss reads those)."""
-        f = self._encode(batch)
-        return dataclasses.replace(f, groups=None) if getattr(f, "groups", None) is not None else f
+        return self._encode(batch)[0]
 
-    def _encode(self, batch: dict) -> Encoded:
+    def _encode(self, batch: dict) -> tuple[Encoded, GroupLogits | None]:
+        """The features, and the grouping module's pair logits split off them: the decoder
+        repeats its features per caption and per beam, and never reads the logits."""
         images = batch["images"]
         conv = images if self.cached or self.backbone is None else self.backbone(images)
         if batch.get("region_feats") is not None and hasattr(self.decoder, "regions"):
             conv = CachedRegions(conv, batch["region_feats"])          # pooled by prepro_features.py
-        return self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
+        f = self.decoder.encode(conv, batch["proposals"], batch["prop_mask"])
+        groups = getattr(f, "groups", None)
+        return (f, None) if groups is None else (dataclasses.replace(f, groups=None), groups)
 
     def forward(self, batch: dict, ss_prob: float = 0.0, scst=None) -> dict:
         """XE loss sums (see misc.losses), or with `scst` the self-critical loss - computed
         inside forward so DDP sees one graph."""
-        f = self._encode(batch)
+        f, groups = self._encode(batch)
         if scst is not None:
             return scst.loss(self.decoder, f, batch["rows"])
-        groups = getattr(f, "groups", None)
         out = self.decoder(f, batch, ss_prob=ss_prob)
         sums = xe_loss_sums(self.decoder, out, batch)
         sums["grouping"] = grouping_loss_sum(groups, batch) if groups is not None else sums["words"] * 0
