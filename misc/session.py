@@ -52,7 +52,7 @@ def run_dir(opt: Options) -> Path:
         return Path(opt.checkpoint_path) / opt.id
     if opt.start_from:
         p = Path(opt.start_from)
-        return p.parent if p.is_file() or p.suffix == ".pth" else p
+        return p.parent if is_checkpoint_file(p) else p
     return Path(opt.checkpoint_path) / (Path(opt.path_opt).stem if opt.path_opt else "run")
 
 
@@ -65,15 +65,23 @@ def resume_path(opt: Options) -> Path | None:
     return None
 
 
+def is_checkpoint_file(p: Path) -> bool:
+    """--start_from names a checkpoint file (else a run folder, which may not exist yet)."""
+    return p.is_file() or p.suffix == ".pth"
+
+
+def resumes_in(out_dir: Path, resume: Path | None) -> bool:
+    return resume is not None and resume.resolve().parent == out_dir.resolve()
+
+
 def checkpoints_in(folder: Path) -> list[Path]:
     return sorted(p for g in CHECKPOINT_GLOBS for p in folder.glob(g)) if folder.is_dir() else []
 
 
 def check_run_dir(out_dir: Path, resume: Path | None, overwrite: bool) -> None:
     """Refuse to start a new run over another run's checkpoints unless `overwrite`."""
-    resuming_here = resume is not None and resume.resolve().parent == out_dir.resolve()
     old = checkpoints_in(out_dir)
-    if old and not resuming_here and not overwrite:
+    if old and not resumes_in(out_dir, resume) and not overwrite:
         raise DataError(f"{out_dir} already holds a run ({old[0].name}): resume it with --start_from "
                         f"{out_dir}, choose another --id, or pass --overwrite to replace it")
 
@@ -82,8 +90,7 @@ def claim_run_dir(out_dir: Path, resume: Path | None, overwrite: bool) -> None:
     """With the lock held: check again, remove a replaced run's checkpoints (overwrite) and the
     temporary files of interrupted checkpoint writes."""
     check_run_dir(out_dir, resume, overwrite)
-    resuming_here = resume is not None and resume.resolve().parent == out_dir.resolve()
-    if not resuming_here:
+    if not resumes_in(out_dir, resume):
         for p in checkpoints_in(out_dir):
             p.unlink()
     for tmp in out_dir.glob(".*.tmp"):
@@ -325,7 +332,7 @@ def decoding_name(opt: Options) -> str:
 
 def results_path(opt: Options, split: str) -> Path:
     p = Path(opt.start_from)
-    name = opt.id or (p.stem if p.is_file() or p.suffix == ".pth" else p.name)
+    name = opt.id or (p.stem if is_checkpoint_file(p) else p.name)
     return Path("eval_results") / f"{name}_{split}_{decoding_name(opt)}.json"
 
 
