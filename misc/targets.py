@@ -13,6 +13,7 @@ only the first word of a two-word name such as "teddy bear").
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ class PointerPositives:
     gt_cls: np.ndarray             # (G,) class of each GT box
     gt_fine: np.ndarray            # (G,) fine-grained index of each GT box, -1 unknown
     gt_group: np.ndarray | None    # (G,) attribute group of each GT box, -1 none (None: no attributes)
-    group_words: list              # per attribute group: its set of attribute words
+    group_words: Sequence[frozenset]   # per attribute group: its set of attribute words (shared, not copied)
     iou_thresh: float
 
     @staticmethod
@@ -42,7 +43,7 @@ class PointerPositives:
             det_cls=props[:, 4].astype(np.int64) if R else np.zeros(0, np.int64),
             score_ok=props[:, 5] >= score_thresh if R else np.zeros(0, bool),
             gt_cls=gt_cls, gt_fine=np.full(len(gt_cls), -1) if gt_fine is None else gt_fine,
-            gt_group=gt_group, group_words=list(group_words), iou_thresh=iou_thresh)
+            gt_group=gt_group, group_words=group_words, iou_thresh=iou_thresh)
 
     def __call__(self, cls: int, fine: int, adjectives: set[str]) -> np.ndarray:
         """(R,) the proposals a visual word of class cls, fine-grained word fine, described by
