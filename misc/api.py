@@ -205,7 +205,9 @@ class NBTCaptioner:
             raise DataError(f"{run}: the checkpoint's weights do not fit the model its config describes "
                             f"({str(err).splitlines()[-1].strip()[:200]})") from None
         model.to(dev).eval()
-        return cls(model, opt, vocab, classes, held_out_classes(dic, classes), dev)
+        held_out = held_out_classes(dic, classes, noc=opt.decode_noc or opt.cbs_mode == "novel",
+                                    source=opt.input_dic)
+        return cls(model, opt, vocab, classes, held_out, dev)
 
     def detector(self):
         """The Faster R-CNN for images outside the run's data set, built on first use; a failure

@@ -66,6 +66,9 @@ class Options:
     decode_noc: bool = _o(False, "novel-object decoding: held-out classes borrow embeddings "
                           "(noc_word_map) and get NOC F1 (changed: the original's default was True)")
     noc_word_map: dict = _o({}, "novel class -> seen class whose embeddings it borrows, as JSON or YAML")
+    dcc_annotations: str = _o("", "NOC F1: folder of DCC's captions_split_set_<object>_val_<split>_"
+                              "{novel,train}2014.json (the original's <data_path>/coco_noc/annotations); "
+                              "'' = DCC's novel / train images derived from the split's references")
     att_model: str = _o("topdown", "decoder: topdown = NBT; updown_plain, showtell, aoanet = baselines",
                         choices=("topdown", "updown_plain", "showtell", "aoanet"))
     num_workers: int = _o(2, "DataLoader worker processes (changed: the original used 10)", lo=0)

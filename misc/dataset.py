@@ -8,6 +8,7 @@ whatever the number of workers, and a resumed run sees the same batches.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from nbt.misc.annotations import BoxIndex
 from nbt.misc.calibration import resolve_score_thresholds
 from nbt.misc.captions import CaptionStore, ImageTable, load_captions
 from nbt.misc.config import Options
+from nbt.misc.dcc import dcc_class_names
 from nbt.misc.detector import ProposalReader, check_proposal_h5
 from nbt.misc.io import DataError, read_json
 from nbt.misc.npz_cache import cache_path, digest, file_stamp
@@ -65,6 +67,11 @@ class DataBundle:
     def held_out(self) -> list[int]:
         return held_out_classes(self.dic, self.classes)
 
+    def novel_classes(self, opt: Options) -> list[int]:
+        """The held-out classes a NOC run (decode_noc, or CBS in novel mode) evaluates and constrains."""
+        return held_out_classes(self.dic, self.classes, noc=opt.decode_noc or opt.cbs_mode == "novel",
+                                source=opt.input_dic)
+
 
 def load_dic(dic_path: str, class_name_file: str) -> tuple[dict, ClassNames, Vocabulary]:
     """A dic_*.json with its class-name file -> (dic, classes, vocabulary)."""
@@ -78,9 +85,22 @@ def load_dic(dic_path: str, class_name_file: str) -> tuple[dict, ClassNames, Voc
     return dic, classes, Vocabulary(dic["ix_to_word"], classes, dic.get("plural_of"))
 
 
-def held_out_classes(dic: dict, classes: ClassNames) -> list[int]:
-    names = dic.get("held_out") or []
+def held_out_classes(dic: dict, classes: ClassNames, *, noc: bool = False, source: str = "the dic") -> list[int]:
+    """The dic's NOC held-out classes (its `held_out` list). A dic of the original's has no such
+    list: for a NOC run (`noc`) its held-out classes are DCC's eight, as the original's code fixed
+    them (misc/utils.py `noc_object`), said in a one-line notice."""
+    if "held_out" not in dic and noc:
+        names = dcc_class_names(classes.names, f"{source} (no 'held_out' list)")
+        if source not in _noticed_dcc:
+            _noticed_dcc.add(source)
+            print(f"note: {source} has no 'held_out' list (a dic of the original's): NOC evaluation holds "
+                  f"out DCC's eight objects: {', '.join(names)}", file=sys.stderr)
+    else:
+        names = dic.get("held_out") or []
     return [classes.index(n) for n in names if n in classes.names]
+
+
+_noticed_dcc: set[str] = set()
 
 
 class CaptionDataset(Dataset):

@@ -1,20 +1,29 @@
 """Evaluation: caption generation over a split, coco-caption metrics, NOC F1, grounding report.
 
 `CaptionEvaluator` follows detectron2's protocol: reset() / process(batch, captions) / evaluate().
+
+NOC F1 has one of two definitions per run, named in the results (`noc.metric`):
+- "DCC F1" when every held-out class is one of DCC's eight objects (misc/dcc.py: DCC's word lists,
+  tp / fn over the object's novel images, fp over its train images, from DCC's annotation files
+  in `dcc_annotations` or derived from the split's references, `noc.sets` says which);
+- "class-file F1" otherwise (the built-in world, other data sets): the class's class-file words
+  and their plurals; an image is positive when a reference mentions them.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from nbt.misc.dcc import dcc_f1, dcc_object, derive_dcc_sets, read_dcc_sets
 from nbt.misc.transforms import box_iou
 
 
 class CaptionEvaluator:
     def __init__(self, bundle, *, novel_classes: list[int] | None = None, meteor: bool = True,
-                 spice: bool = False):
+                 spice: bool = False, split: str = "test", dcc_annotations: str = ""):
         self.b = bundle
         self.novel_classes = list(novel_classes or [])
         self.meteor, self.spice = meteor, spice
+        self.split, self.dcc_annotations = split, dcc_annotations
         self.reset()
 
     def reset(self) -> None:
@@ -108,7 +117,8 @@ class CaptionEvaluator:
         if grounding:
             result["grounding"] = grounding
         if self.novel_classes:
-            result["noc"] = noc_scores(self.preds, self.refs, self.novel_classes, self.b, self.meteor)
+            result["noc"] = noc_scores(self.preds, self.refs, self.novel_classes, self.b, self.meteor,
+                                       split=self.split, dcc_annotations=self.dcc_annotations)
         return result
 
 
@@ -127,32 +137,51 @@ def mentions(text: str, words: set[str]) -> bool:
     return bool(grams & words)
 
 
-def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool) -> dict:
-    """Per held-out class: DCC F1 (an image is positive when its references mention the object, a
-    prediction when the caption does) and METEOR / CIDEr on its novel images; then averages."""
+def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool, *,
+               split: str = "test", dcc_annotations: str = "") -> dict:
+    """Per held-out class: its F1 (DCC's when all held-out classes are DCC objects, else by the
+    class file; the module docstring) and METEOR / CIDEr on its novel images; then averages."""
     from nbt.misc.metrics import score_captions
+    names = [bundle.classes.names[c - 1] for c in novel_classes]
+    dcc = all(dcc_object(n) for n in names)
+    captions = {k: p["caption"] for k, p in preds.items()}
     per_class = {}
-    for cls in novel_classes:
-        words = mention_words(cls, bundle)
-        tp = fp = fn = 0
-        novel_ids = []
-        for k, p in preds.items():
-            gt_pos = any(mentions(r, words) for r in refs[k])
-            pr_pos = mentions(p["caption"], words)
-            tp += gt_pos and pr_pos
-            fp += pr_pos and not gt_pos
-            fn += gt_pos and not pr_pos
-            if gt_pos:
-                novel_ids.append(k)
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        entry = {"f1": f1, "precision": prec, "recall": rec, "novel_images": len(novel_ids)}
+    for cls, name in zip(novel_classes, names):
+        if dcc:
+            obj = dcc_object(name)
+            sets = read_dcc_sets(dcc_annotations, obj, split) if dcc_annotations else derive_dcc_sets(refs, obj)
+            entry = {"dcc_object": obj, **dcc_f1(captions, sets, obj)}
+            novel_ids = [k for k in sets.novel if k in preds]
+        else:
+            entry, novel_ids = class_file_f1(captions, refs, mention_words(cls, bundle))
         if novel_ids:
-            overall, _ = score_captions({k: refs[k] for k in novel_ids},
-                                        {k: preds[k]["caption"] for k in novel_ids}, meteor=meteor)
+            overall, _ = score_captions({k: refs[k] for k in novel_ids}, {k: captions[k] for k in novel_ids},
+                                        meteor=meteor)
             entry.update({"METEOR": overall.get("METEOR"), "CIDEr": overall["CIDEr"]})
-        per_class[bundle.classes.names[cls - 1]] = entry
+        per_class[name] = entry
     avg = {m: float(np.mean([e[m] for e in per_class.values() if e.get(m) is not None]))
            for m in ("f1", "METEOR", "CIDEr") if any(e.get(m) is not None for e in per_class.values())}
-    return {"per_class": per_class, "average": avg}
+    where = f"DCC's annotation files in {dcc_annotations}" if dcc_annotations else \
+        f"derived from the {split} references (DCC's rule)"
+    return {"metric": "DCC F1" if dcc else "class-file F1",
+            "sets": where if dcc else f"images whose {split} references name the class",
+            "per_class": per_class, "average": avg}
+
+
+def class_file_f1(captions: dict[int, str], refs: dict, words: set[str]) -> tuple[dict, list[int]]:
+    """F1 of one class by its class-file words: an image is positive when one of its references
+    mentions them, predicted positive when its caption does."""
+    tp = fp = fn = 0
+    novel_ids = []
+    for k, caption in captions.items():
+        gt_pos = any(mentions(r, words) for r in refs[k])
+        pr_pos = mentions(caption, words)
+        tp += gt_pos and pr_pos
+        fp += pr_pos and not gt_pos
+        fn += gt_pos and not pr_pos
+        if gt_pos:
+            novel_ids.append(k)
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    return {"f1": f1, "precision": prec, "recall": rec, "novel_images": len(novel_ids)}, novel_ids

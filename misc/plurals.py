@@ -11,7 +11,9 @@
 Multi-word names inflect their last word ("teddy bear" -> "teddy bears"). The first form is the
 one to render when a corpus does not say otherwise; all forms are plurals of w. A word that is
 already plural (people, children, lemons) is recognised by `is_plural_noun`, so it is never
-pluralised again ("peoples", "skiss").
+pluralised again ("peoples", "skiss"): a compound of an irregular plural (policemen,
+grandchildren) is one too, and so is a word in -is / -us whose stem is a listed noun in -i / -u
+(skis, taxis, zebus; not iris, tennis, cactus).
 
 An invariant noun does not show its number; `number_from_context` reads it from the words around
 it ("two sheep", "a herd of sheep", "sheep are" -> plural; "a sheep" -> singular).
@@ -52,7 +54,9 @@ INVARIANT = frozenset({
     "rice", "pasta", "spaghetti", "jewelry", "jewellery", "scissors", "pants", "jeans", "shorts",
     "trousers", "sunglasses", "eyeglasses", "goggles", "binoculars", "pliers", "tongs", "tweezers",
     "headphones", "earphones", "clothes", "pajamas", "pyjamas", "overalls", "leggings", "tights",
-    "cattle", "people", "police", "livestock", "poultry", "wildlife"})
+    "cattle", "people", "police", "livestock", "poultry", "wildlife",
+    # mass nouns of the original's class files ("dirts", "hays" are no caption's plurals)
+    "attire", "garb", "concrete", "dirt", "mud", "sand", "hay", "scaffolding", "soccer"})
 INVARIANT_SUFFIXES = ("sheep", "fish", "deer", "ware", "wear")     # goldfish, silverware, swimwear
 PLURAL_ONLY = frozenset({
     "scissors", "pants", "jeans", "shorts", "trousers", "sunglasses", "eyeglasses", "goggles",
@@ -62,6 +66,16 @@ COLLECTIVE = frozenset({"cattle", "people", "police", "livestock", "poultry"})  
 # single words ending in "s" that are singular (besides the -ss / -us / -is endings)
 SINGULAR_S = frozenset({"lens", "gas", "bias", "alias", "atlas", "canvas", "christmas", "chaos", "cosmos",
                         "thermos", "news", "physics", "mathematics", "gymnastics", "yes", "this", "its"})
+# singular words that end like a compound's irregular plural ("specimen" is no plural of "speciman")
+SINGULAR_MEN = frozenset({"specimen", "abdomen", "regimen", "stamen", "omen", "amen", "hymen", "semen", "lumen",
+                          "acumen", "bitumen", "albumen", "ramen", "dolmen", "yemen", "foramen", "rumen",
+                          "cerumen", "germen", "tegmen", "gravamen"})
+# nouns in -i / -u whose plural is + "s": their plurals end in -is / -us like singular words
+# (iris, tennis, cactus, bus), so they are listed
+I_U_NOUNS = frozenset({
+    "ski", "taxi", "bikini", "corgi", "kiwi", "safari", "martini", "salami", "alibi", "khaki", "yeti", "zucchini",
+    "panini", "emoji", "chili", "deli", "tipi", "yogi", "sari", "okapi", "semi", "mini", "wiki", "origami",
+    "zebu", "emu", "gnu", "menu", "tutu", "guru", "haiku", "tofu", "bayou", "caribou", "bijou", "tiramisu"})
 
 
 @lru_cache(maxsize=100_000)
@@ -94,15 +108,29 @@ def regular_plural(word: str) -> str:
 
 
 def is_plural_noun(word: str) -> bool:
-    """A word that is already a plural: an irregular plural (people, children, oxen), a collective
-    (cattle), or a single word in "s" that is not singular by its ending (lemons, zebras; not bus,
-    glass, iris, canvas, lens; "skis" neither: words in -is are taken as singular)."""
+    """A word that is already a plural: an irregular plural (people, children, oxen) or a compound
+    of one (policemen, grandchildren), a collective (cattle), a listed noun in -i / -u plus "s"
+    (skis, taxis, zebus), or a single word in "s" that is not singular by its ending (lemons,
+    zebras; not bus, glass, iris, canvas, lens)."""
     last = word.rsplit(" ", 1)[-1]
-    if last in _IRREGULAR_PLURALS or last in COLLECTIVE:
+    if last in _IRREGULAR_PLURALS or last in COLLECTIVE or _is_compound_plural(last):
         return True
     if last in INVARIANT or last in SINGULAR_S or last in IRREGULAR:
         return False
-    return last.endswith("s") and not last.endswith(("ss", "us", "is"))
+    if last.endswith(("us", "is")):
+        return last[:-1] in I_U_NOUNS
+    return last.endswith("s") and not last.endswith("ss")
+
+
+def _is_compound_plural(word: str) -> bool:
+    """policemen, grandchildren, dormice: a compound's irregular head in the plural."""
+    if word in SINGULAR_MEN:
+        return False
+    for head in COMPOUND_HEADS:
+        for p in IRREGULAR[head]:
+            if word.endswith(p) and word != p and word in plurals(word[:-len(p)] + head):
+                return True
+    return False
 
 
 _IRREGULAR_PLURALS = frozenset(p for w, ps in IRREGULAR.items() for p in ps if p != w)

@@ -269,10 +269,10 @@ def evaluate(model, bundle, opt, device, split: str, *, meteor: bool = True, max
     ds = CaptionDataset(bundle, split, train=False, max_images=max_images)
     loader = make_loader(ds, opt, shuffle=False)
     raw = model.module if hasattr(model, "module") else model
-    novel = bundle.held_out
+    novel = bundle.novel_classes(opt)
     decoding = Decoding.from_options(opt, novel)
     evaluator = CaptionEvaluator(bundle, novel_classes=novel if opt.decode_noc else [], meteor=meteor,
-                                 spice=opt.spice)
+                                 spice=opt.spice, split=split, dcc_annotations=opt.dcc_annotations)
     skipped = []
     with inference_mode(raw):
         for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=None if progress else True):
@@ -293,6 +293,8 @@ def format_table(result: dict) -> str:
     rows = [(k, v) for k, v in result["overall"].items()]
     for k, v in (result.get("grounding") or {}).items():
         rows.append((k, v))
+    if result.get("noc"):
+        rows.append(("noc_f1", f"{result['noc']['metric']} (sets: {result['noc']['sets']})"))
     for k, v in (result.get("noc", {}).get("average") or {}).items():
         rows.append((f"noc_avg_{k}", v))
     for name, e in (result.get("noc", {}).get("per_class") or {}).items():

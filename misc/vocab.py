@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -45,7 +45,12 @@ def _tokenizer():
 
 @dataclass(frozen=True)
 class ClassNames:
-    """The class-name file: one line per class, comma-separated; the first entry names the class."""
+    """The class-name file: one line per class, comma-separated; the first entry names the class.
+
+    A word listed under two classes (the original's COCO file: surfboard under boat and surfboard,
+    cattle and ewe under sheep and cow, recliner under chair and couch) goes where the original's
+    prepro put it: to the last line that lists it, except that a class's own name always stays
+    with its class. One line per file says how each was resolved."""
     names: tuple[str, ...]                    # class index - 1 -> class name
     words: tuple[tuple[str, ...], ...]        # class index - 1 -> its fine-grained words
 
@@ -54,27 +59,19 @@ class ClassNames:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"class-name file not found: {path}")
-        names, words, seen = [], [], {}
+        lines = []                 # (line number, entries once each, in the line's order)
         for lineno, line in enumerate(path.read_text().splitlines(), 1):
             entries = [" ".join(w.strip().lower().split()) for w in line.split(",")]
-            entries = [w for w in entries if w]
-            if not entries:
-                continue
-            kept = []
-            for w in entries:
-                if w in kept:            # repeated on its own line (the original's file does it)
-                    continue
-                if w in seen:
-                    warnings.warn(f"{path}:{lineno}: '{w}' already belongs to class "
-                                  f"'{names[seen[w]]}'; kept there (the original let the last line win)")
-                    continue
-                seen[w] = len(names)
-                kept.append(w)
-            names.append(entries[0])
-            words.append(tuple(kept))
-        if not names:
+            entries = list(dict.fromkeys(w for w in entries if w))      # repeats on a line: kept once
+            if entries:
+                lines.append((lineno, entries))
+        if not lines:
             raise DataError(f"class-name file is empty: {path}")
-        return ClassNames(tuple(names), tuple(words))
+        owner = _owners(path, lines)
+        names = tuple(entries[0] for _, entries in lines)
+        words = tuple(tuple(w for w in entries if owner[w] == c) for c, (_, entries) in enumerate(lines))
+        _announce_duplicates(path, lines, owner, names)
+        return ClassNames(names, words)
 
     @property
     def num_classes(self) -> int:
@@ -100,6 +97,42 @@ class ClassNames:
     def forms(self) -> "WordForms":
         """The singular <-> plural relation of the file's words (built once)."""
         return WordForms(self)
+
+
+def _owners(path: Path, lines: list[tuple[int, list[str]]]) -> dict[str, int]:
+    """word -> the class (0-based line) it belongs to: its own class for a class name, else the
+    last line that lists it (the original's `wtod[w] = i` over the lines)."""
+    owner: dict[str, int] = {}
+    named: dict[str, int] = {}
+    for c, (lineno, entries) in enumerate(lines):
+        if entries[0] in named:
+            raise DataError(f"{path}:{lineno}: class '{entries[0]}' is named twice "
+                            f"(also on line {lines[named[entries[0]]][0]})")
+        named[entries[0]] = c
+        for w in entries:
+            owner[w] = c
+    return {**owner, **named}
+
+
+_announced: set[str] = set()
+
+
+def _announce_duplicates(path: Path, lines, owner: dict[str, int], names: tuple[str, ...]) -> None:
+    """One line per class-name file (once per process) for its words listed under several classes."""
+    listed: dict[str, int] = {}
+    for _, entries in lines:
+        for w in entries:
+            listed[w] = listed.get(w, 0) + 1
+    shared = [w for w in dict.fromkeys(w for _, entries in lines for w in entries) if listed[w] > 1]
+    key = str(path.resolve())
+    if not shared or key in _announced:
+        return
+    _announced.add(key)
+    how = ", ".join(f"{w}\u2192{names[owner[w]]}" + (" (its own class)" if names[owner[w]] == w else "")
+                    for w in shared)
+    words = f"{len(shared)} word{'s' if len(shared) > 1 else ''}"
+    print(f"note: {path.name}: {words} listed under more than one class, resolved as the original did "
+          f"(the last line wins; a class's own name stays with its class): {how}", file=sys.stderr)
 
 
 @dataclass

@@ -8,8 +8,11 @@ training split only (no test leakage) and its order is deterministic (count, the
 A word is kept when it occurs MORE than --word_count_threshold times in the training captions
 (the original's rule: 5 keeps words seen 6+ times, 1 drops every word seen once, 0 keeps all).
 
-NOC with a split file: the held-out classes are --held_out, or, when it is not given, read from
-the split (the original's `split_noc_coco.json` has no list of them; see `held_out_from_split`).
+NOC with a split file: the held-out classes are --held_out; else the file's own `held_out` list
+(files this project writes); else, for the original's `split_noc_coco.json` (recognised by its
+structure: no held-out list, val within val_train and test within test_train), DCC's eight
+objects, as the original's code fixed them; else (other DCC-style files) inferred from the split
+(`held_out_from_split`). Each choice is printed.
 
     python prepro/prepro_dic_coco.py --input_json data/coco/dataset_coco.json \
         --class_name_file data/coco/coco_class_name.txt --split normal \
@@ -33,11 +36,10 @@ from tqdm import tqdm
 
 from nbt.misc.annotations import BoxIndex
 from nbt.misc.cider import document_frequency
+from nbt.misc.dcc import DCC_ORDER, dcc_class_names
 from nbt.misc.io import DataError, atomic_write_json, read_json
 from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, tokenize, word_to_lemma
-from nbt.prepro.splits import NOC_KEYS, held_out_from_split, index_robust, noc_split, robust_split, split_of_image
-
-DCC_HELD_OUT = "bottle,bus,couch,microwave,pizza,tennis racket,suitcase,zebra"
+from nbt.prepro.splits import NocSplit, held_out_from_split, noc_split, read_split, robust_split
 
 
 def images_from_karpathy(path: str) -> list[dict]:
@@ -104,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"({', '.join(DEFAULT_SPLIT_FILES.values())}) when it exists; regenerated when absent")
     p.add_argument("--held_out", default="",
                    help="NOC held-out class names, comma-separated. With --split_file: default = read "
-                        "from the file (its 'held_out' list, else inferred from the split); when "
-                        f"regenerating the split: default = the 8 DCC objects ({DCC_HELD_OUT})")
+                        "from the file (its 'held_out' list; DCC's 8 objects for the original's file; else "
+                        "inferred from the split); when regenerating the split: default = the 8 DCC objects "
+                        f"({', '.join(DCC_ORDER)})")
     p.add_argument("--robust_max_test", type=int, default=15000, help="robust split: stop after this many test images")
     p.add_argument("--word_count_threshold", type=int, default=5,
                    help="keep words seen MORE than this many times in the training captions (the "
@@ -181,46 +184,48 @@ def apply_split(args, images: list[dict], classes: ClassNames, matcher: VisualWo
     """Set images[*]["split"] from a robust / NOC split file (regenerated when absent); returns the
     NOC held-out class names ([] for robust)."""
     path = Path(args.split_file) if args.split_file else None
-    split_file = read_json(path) if path and path.is_file() else None
+    data = read_json(path) if path and path.is_file() else None
     given = [n.strip() for n in args.held_out.split(",") if n.strip()]
     unknown = [n for n in given if n not in classes.names]
     if unknown:
         raise DataError(f"--held_out: '{unknown[0]}' is not a class of {args.class_name_file}")
-    if split_file is None:
+    if data is None:
         if args.split == "robust":     # mentions grounded in the GT boxes (the original's algorithm)
             if not args.instances_json:
                 raise DataError("--split robust without a split file needs --instances_json to regenerate it")
             boxes = BoxIndex.from_files(args.instances_json, classes)
             mentions = {im["id"]: matcher.mentioned_classes(im["captions"], boxes.present_classes(im["id"]))
                         for im in images}
-            split_file = robust_split(mentions, max_test_images=args.robust_max_test, seed=args.seed)
+            data = robust_split(mentions, max_test_images=args.robust_max_test, seed=args.seed)
         else:       # DCC: any caption naming a held-out class keeps its image out of training
-            given = given or DCC_HELD_OUT.split(",")
+            given = given or dcc_class_names(classes.names, args.class_name_file)
             mentions = {im["id"]: matcher.mentioned_classes(im["captions"]) for im in images}
-            split_file = noc_split(mentions, [classes.index(n) for n in given], seed=args.seed)
-            split_file["held_out"] = given
+            data = noc_split(mentions, [classes.index(n) for n in given], seed=args.seed)
+            data["held_out"] = given
         if path:
-            atomic_write_json(path, split_file)
-    if args.split == "robust":
-        split_file = index_robust(split_file)
-    elif not set(NOC_KEYS) <= set(split_file):
-        raise DataError(f"{path}: not a NOC split file (needs the keys {', '.join(NOC_KEYS)})")
+            atomic_write_json(path, data)
+    split = read_split(data, path or f"the generated {args.split} split", args.split)
     for im in images:
-        im["split"] = split_of_image(split_file, im["id"], args.split)
-    return noc_held_out(split_file, given, images, classes, matcher, path) if args.split == "noc" else []
+        im["split"] = split.split_of(im["id"])
+    return noc_held_out(split, given, images, classes, matcher, path) if isinstance(split, NocSplit) else []
 
 
-def noc_held_out(split_file: dict, given: list[str], images: list[dict], classes: ClassNames,
+def noc_held_out(split: NocSplit, given: list[str], images: list[dict], classes: ClassNames,
                  matcher: VisualWordMatcher, path) -> list[str]:
-    """--held_out, else the file's own list, else the classes the split holds out (inferred)."""
-    listed = list(split_file.get("held_out") or [])
+    """--held_out, else the file's own list, else DCC's eight for the original's file, else the
+    classes the split holds out (inferred)."""
+    listed = list(split.held_out or [])
     if given and listed and sorted(given) != sorted(listed):
         warnings.warn(f"--held_out {','.join(given)} differs from the held-out list of {path} "
                       f"({','.join(listed)}); using --held_out")
     names = given or listed
+    if not names and split.is_originals():
+        names = dcc_class_names(classes.names, f"{path} (the original's NOC split)")
+        print(f"{path}: the original's NOC split (no held-out list; val within val_train, test within "
+              f"test_train): held-out classes are DCC's eight: {', '.join(names)}")
     if not names:
         captions = {im["id"]: im["captions"] for im in images}
-        held = held_out_from_split(split_file, captions, classes, matcher)
+        held = held_out_from_split(split, captions, classes, matcher)
         names = [classes.names[c - 1] for c in held]
         if names:
             print(f"{path}: no held-out list; held-out classes inferred from the split: {', '.join(names)}")

@@ -41,7 +41,7 @@ def _bundle():
     return SimpleNamespace(classes=classes, vocab=vocab)
 
 
-def test_noc_f1_by_the_dcc_definition():
+def test_noc_f1_of_classes_that_are_not_dccs_objects_uses_the_class_file_words():
     from nbt.misc.evaluation import noc_scores
     refs = {1: ["a red nut"], 2: ["two blue cells here"], 3: ["a ring"], 4: ["a disc"]}
     preds = {1: {"caption": "a nut"}, 2: {"caption": "a ring"}, 3: {"caption": "two hexagons"}, 4: {"caption": "a disc"}}
@@ -49,7 +49,67 @@ def test_noc_f1_by_the_dcc_definition():
     e = out["per_class"]["hexagon"]
     # positives: images 1, 2; predicted: 1, 3 -> tp 1, fp 1, fn 1
     assert e["precision"] == 0.5 and e["recall"] == 0.5 and e["f1"] == 0.5 and e["novel_images"] == 2
-    assert out["average"]["f1"] == 0.5
+    assert out["average"]["f1"] == 0.5 and out["metric"] == "class-file F1"
+
+
+# DCC's F1 worked by hand (eval_sentences.py F1: lower case, drop every character outside
+# [A-Za-z0-9 whitespace]; tp / fn over the novel images, fp over the train images, each image once
+# per reference caption; F1 = 0 when tp = 0).
+DCC_REFS = {
+    1: ["A couch in a room.", "a sofa", "a room"],          # novel for couch (3 references)
+    2: ["Two sofas!", "sofas and a dog"],                   # novel (2)
+    3: ["a chair", "a seat", "a chair", "a chair", "a bench"],   # train (5)
+    4: ["a dog on a bed"],                                  # train (1)
+    5: ["a couch-potato", "a man"],                         # train (2): "couchpotato" is no couch
+    6: ["two buses", "a bus stop"],                         # novel for bus through "bus" (2)
+}
+DCC_PREDS = {1: "A Couch.", 2: "a chair", 3: "a sofa, by a chair", 4: "a dog", 5: "the couch's cushion",
+             6: "two buses"}
+
+
+def _dcc_bundle():
+    from nbt.misc.vocab import ClassNames, Vocabulary
+    classes = ClassNames(("couch", "bus", "zebra"), (("couch", "sofa"), ("bus", "minibus"), ("zebra",)))
+    return SimpleNamespace(classes=classes, vocab=Vocabulary({"1": "a", "2": "UNK"}, classes))
+
+
+def test_dcc_f1_parity_with_a_hand_computed_example():
+    from nbt.misc.evaluation import noc_scores
+    preds = {k: {"caption": c} for k, c in DCC_PREDS.items()}
+    out = noc_scores(preds, DCC_REFS, [1, 2, 3], _dcc_bundle(), meteor=False)
+    assert out["metric"] == "DCC F1" and out["sets"] == "derived from the test references (DCC's rule)"
+    couch = out["per_class"]["couch"]
+    # said: 1 ("a couch"), 3 ("a sofa by a chair"); not 5 ("the couchs cushion")
+    # tp = 3 (image 1), fn = 2 (image 2), fp = 5 (image 3); P = 3/8, R = 3/5, F1 = 6/13
+    assert (couch["tp"], couch["fn"], couch["fp"]) == (3, 2, 5)
+    assert couch["precision"] == 3 / 8 and couch["recall"] == 3 / 5
+    assert couch["f1"] == pytest.approx(6 / 13)
+    assert (couch["novel_images"], couch["train_images"]) == (2, 4)
+    bus = out["per_class"]["bus"]          # DCC's list is (bus, busses): "two buses" is not said
+    assert (bus["tp"], bus["fn"], bus["fp"], bus["f1"]) == (0, 2, 0, 0.0)
+    zebra = out["per_class"]["zebra"]      # no novel image at all: F1 0
+    assert (zebra["tp"], zebra["novel_images"], zebra["f1"]) == (0, 0, 0.0)
+    assert out["average"]["f1"] == pytest.approx(6 / 13 / 3)
+
+
+def test_dccs_annotation_files_give_the_sets_when_present(tmp_path):
+    from nbt.misc.evaluation import noc_scores
+    from nbt.misc.io import DataError
+
+    def write(obj, part, ids):
+        (tmp_path / f"captions_split_set_{obj}_val_test_{part}2014.json").write_text(json.dumps(
+            {"images": [{"id": i} for i in ids], "annotations": [
+                {"image_id": i, "id": n, "caption": c} for n, (i, c) in
+                enumerate((i, c) for i in ids for c in DCC_REFS.get(i, ["a cat"]))]}))
+    write("couch", "novel", [1, 2, 4])           # DCC's file says image 4 is novel (its captions here do not)
+    write("couch", "train", [3, 5, 6, 7])        # 7: not captioned by this run
+    preds = {k: {"caption": c} for k, c in DCC_PREDS.items()}
+    out = noc_scores(preds, DCC_REFS, [1], _dcc_bundle(), meteor=False, dcc_annotations=str(tmp_path))
+    assert out["sets"] == f"DCC's annotation files in {tmp_path}"
+    couch = out["per_class"]["couch"]
+    assert (couch["tp"], couch["fn"], couch["fp"], couch["uncaptioned_images"]) == (3, 3, 5, 1)
+    with pytest.raises(DataError, match="captions_split_set_bus_val_test_novel2014.json"):
+        noc_scores(preds, DCC_REFS, [2], _dcc_bundle(), meteor=False, dcc_annotations=str(tmp_path))
 
 
 def test_grounding_report_counts():

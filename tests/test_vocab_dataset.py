@@ -21,12 +21,14 @@ def coco_like_classes(tmp_path):
     return p
 
 
-def test_class_file_quirks_and_duplicates(coco_like_classes):
-    with pytest.warns(UserWarning, match="cattle"):
-        classes = ClassNames.read(coco_like_classes)
+def test_class_file_quirks_and_duplicates(coco_like_classes, capsys):
+    classes = ClassNames.read(coco_like_classes)
     assert classes.names[:4] == ("person", "dog", "hot dog", "tennis racket")
-    assert classes.word_to_class()["cattle"] == 5          # first line keeps it, with a warning
-    assert "bull" in classes.words[5]
+    assert classes.word_to_class()["cattle"] == 6          # the last line keeps it, as in the original
+    assert "bull" in classes.words[5] and "cattle" not in classes.words[4]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "note: classes.txt: 1 word listed under more than one class, resolved as the original did "
+        "(the last line wins; a class's own name stays with its class): cattle\u2192cow"]
 
 
 def test_matcher_bigrams_before_unigrams_and_plurals(coco_like_classes):

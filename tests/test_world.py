@@ -86,12 +86,13 @@ def test_robust_pairs_never_seen_together_in_training(world_dir):
     matcher = VisualWordMatcher(classes)
     mention = {im["cocoid"]: matcher.mentioned_classes([s["tokens"] for s in im["sentences"]])
                for im in karpathy["images"]}
-    for i in robust["train_id"]:
+    ids = {k: [e["img_id"] for e in robust[k]] for k in ("train_id", "test_id")}      # the original's entries
+    for i in ids["train_id"]:
         for a, b in pairs:
             assert not {a, b} <= mention[i]
-    for i in robust["test_id"]:
+    for i in ids["test_id"]:
         assert any({a, b} <= mention[i] for a, b in pairs)
-    assert not set(robust["train_id"]) & set(robust["test_id"])
+    assert not set(ids["train_id"]) & set(ids["test_id"])
 
 
 def _digest(root):
