@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nbt.misc.language import language_of
 from nbt.misc.transforms import box_iou
 
 
@@ -19,7 +20,8 @@ class CaptionEvaluator:
 
     def reset(self) -> None:
         self.preds: dict[int, dict] = {}
-        self.refs: dict[int, list[str]] = {}
+        self.refs: dict[int, list[str]] = {}           # segmented references, tokens joined by spaces
+        self.hyps: dict[int, str] = {}                 # segmented captions, likewise
         self.grounding = {"words": 0, "correct": 0, "fine_words": 0, "fine_correct": 0,
                           "category_words": 0, "plural_words": 0, "plural_correct": 0,
                           "plural_by_groups": 0, "plural_by_groups_correct": 0}
@@ -29,6 +31,7 @@ class CaptionEvaluator:
             image_id = batch["image_ids"][i]
             row = batch["rows"][i]
             self.preds[image_id] = {"image_id": image_id, **cap.to_dict()}
+            self.hyps[image_id] = " ".join(cap.tokens)
             self.refs[image_id] = [" ".join(c) for c in self.b.captions[row]]
             gt = batch["gt"][i][batch["gt_mask"][i]].numpy().copy()       # (G, 7) in model pixels
             if "sizes" in batch:            # captions carry boxes in the image's pixels: so must the GT
@@ -46,7 +49,7 @@ class CaptionEvaluator:
         generic word, counted apart (category_name_share). Its plural flag is scored against the
         object's annotated group (same kind and attributes) when it has one, else against the
         number of GT objects of its class in the image."""
-        forms = self.b.classes.forms
+        forms = language_of(self.b.vocab).forms
         fine_words = self.b.classes.fine_words
         names = self.b.classes.names
         for g in cap.grounding:
@@ -99,8 +102,9 @@ class CaptionEvaluator:
 
     def evaluate(self) -> dict:
         from nbt.misc.metrics import score_captions
-        hyps = {k: v["caption"] for k, v in self.preds.items()}
-        overall, per_image = score_captions(self.refs, hyps, meteor=self.meteor, spice=self.spice)
+        segmenter = language_of(self.b.vocab).metric_segmenter
+        overall, per_image = score_captions(self.refs, self.hyps, meteor=self.meteor, spice=self.spice,
+                                            segmenter=segmenter)
         for k, v in per_image.items():
             self.preds[k]["scores"] = v
         result = {"overall": overall, "n_images": len(self.preds)}
@@ -108,14 +112,14 @@ class CaptionEvaluator:
         if grounding:
             result["grounding"] = grounding
         if self.novel_classes:
-            result["noc"] = noc_scores(self.preds, self.refs, self.novel_classes, self.b, self.meteor)
+            result["noc"] = noc_scores(self.hyps, self.refs, self.novel_classes, self.b, self.meteor, segmenter)
         return result
 
 
 def mention_words(cls: int, bundle) -> set[str]:
     """Words that count as mentioning a class: its fine-grained words and all their plural forms
     (the DCC synonym lists, made from the class-name file: "bus" -> bus, buses, busses)."""
-    forms = bundle.classes.forms
+    forms = language_of(bundle.vocab).forms
     words = set(bundle.classes.words[cls - 1])
     return words | {p for w in words for p in forms.plurals[w]} | \
         {s for s, f in forms.surface.items() if f.word in words}
@@ -127,18 +131,19 @@ def mentions(text: str, words: set[str]) -> bool:
     return bool(grams & words)
 
 
-def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool) -> dict:
+def noc_scores(hyps: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool, segmenter=None) -> dict:
     """Per held-out class: DCC F1 (an image is positive when its references mention the object, a
-    prediction when the caption does) and METEOR / CIDEr on its novel images; then averages."""
+    prediction when the caption does) and METEOR / CIDEr on its novel images; then averages.
+    hyps {id: segmented caption}, refs {id: [segmented references]}."""
     from nbt.misc.metrics import score_captions
     per_class = {}
     for cls in novel_classes:
         words = mention_words(cls, bundle)
         tp = fp = fn = 0
         novel_ids = []
-        for k, p in preds.items():
+        for k, caption in hyps.items():
             gt_pos = any(mentions(r, words) for r in refs[k])
-            pr_pos = mentions(p["caption"], words)
+            pr_pos = mentions(caption, words)
             tp += gt_pos and pr_pos
             fp += pr_pos and not gt_pos
             fn += gt_pos and not pr_pos
@@ -149,8 +154,8 @@ def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
         entry = {"f1": f1, "precision": prec, "recall": rec, "novel_images": len(novel_ids)}
         if novel_ids:
-            overall, _ = score_captions({k: refs[k] for k in novel_ids},
-                                        {k: preds[k]["caption"] for k in novel_ids}, meteor=meteor)
+            overall, _ = score_captions({k: refs[k] for k in novel_ids}, {k: hyps[k] for k in novel_ids},
+                                        meteor=meteor, segmenter=segmenter)
             entry.update({"METEOR": overall.get("METEOR"), "CIDEr": overall["CIDEr"]})
         per_class[bundle.classes.names[cls - 1]] = entry
     avg = {m: float(np.mean([e[m] for e in per_class.values() if e.get(m) is not None]))

@@ -44,7 +44,7 @@ def _bundle():
 def test_noc_f1_by_the_dcc_definition():
     from nbt.misc.evaluation import noc_scores
     refs = {1: ["a red nut"], 2: ["two blue cells here"], 3: ["a ring"], 4: ["a disc"]}
-    preds = {1: {"caption": "a nut"}, 2: {"caption": "a ring"}, 3: {"caption": "two hexagons"}, 4: {"caption": "a disc"}}
+    preds = {1: "a nut", 2: "a ring", 3: "two hexagons", 4: "a disc"}
     out = noc_scores(preds, refs, [2], _bundle(), meteor=False)
     e = out["per_class"]["hexagon"]
     # positives: images 1, 2; predicted: 1, 3 -> tp 1, fp 1, fn 1
