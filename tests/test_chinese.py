@@ -264,3 +264,15 @@ def test_the_demo_picture_draws_chinese_words_in_a_cjk_font(tmp_path, capsys, mo
     assert (caption_strip("圆") == caption_strip("方")).all()                  # without one: no glyphs ...
     err = capsys.readouterr().err
     assert err.startswith("note: no CJK font found") and err.count("\n") == 1   # ... and one notice
+
+
+def test_aic_eval_scores_the_sample_submission_and_refuses_an_incomplete_one(capsys):
+    from nbt.tools import aic_eval
+    ref = str(AIC / "id_to_words.json")
+    assert aic_eval.main(["--submit", str(AIC / "id_to_test_caption.json"), "--ref", ref]) == 0
+    printed = capsys.readouterr().out
+    out = json.loads(printed[printed.index("{\n"):])
+    assert 0 < out["CIDEr"] < 10 and 0 < out["Bleu_4"] <= out["Bleu_1"] <= 1
+    assert aic_eval.main(["--submit", str(AIC / "less_data_number.json"), "--ref", ref]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "have no caption" in err
