@@ -74,7 +74,7 @@ def test_number_is_read_from_numerals_measure_words_and_quantifiers(small_zh, te
 
 def test_a_cue_belongs_to_its_own_noun_phrase(zh):
     assert visual(zh, "两个男人和一只狗")[1] == [("男人", "人", 1), ("狗", "狗", 0)]
-    assert visual(zh, "一个男人牵着狗")[1] == [("男人", "人", 0), ("狗", "狗", 0)]   # 一个 counts the man
+    assert visual(zh, "两个男人牵着狗")[1] == [("男人", "人", 1), ("狗", "狗", 0)]   # 两个 counts the men
 
 
 def test_english_is_todays_code():
