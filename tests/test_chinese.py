@@ -2,6 +2,7 @@
 the Chinese world, slot rendering. Fixtures cut from AI Challenger's evaluation: tests/fixtures/ai_challenger."""
 import hashlib
 import json
+import re
 from argparse import Namespace
 
 import numpy as np
@@ -238,7 +239,7 @@ def test_the_api_captions_a_chinese_run_with_its_grounding(world_zh_run, world_z
     assert cap.vocab.language.code == "zh" and r.source == "run"
     words = [g["word"] for g in r.grounding]
     assert r.tagged.replace("[", "").replace("]", "") == r.caption and " " not in r.caption.strip()
-    assert [f"[{w}]" for w in words] == [p for p in __import__("re").findall(r"\[[^\]]*\]", r.tagged)]
+    assert [f"[{w}]" for w in words] == re.findall(r"\[[^\]]*\]", r.tagged)
     assert all(w in cap.classes.fine_words for w in words)
 
 
