@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # On this project's machines torch is pinned to the wheels on disk (CUDA builds of 2.14.1 / 0.29.1).
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup java browser quickstart test clean
+.PHONY: setup java browser fonts quickstart test clean
 
 # The quick start installs the lean core; the tests add their extras (pytest, Gradio, Selenium).
 $(VENV)/.core: pyproject.toml
@@ -19,7 +19,7 @@ $(VENV)/.installed: $(VENV)/.core
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-setup: $(VENV)/.core java
+setup: $(VENV)/.core java fonts
 
 # METEOR and the PTB tokenizer need Java: install a headless JRE from Debian when it is missing.
 java:
@@ -34,12 +34,20 @@ browser:
 	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
 	  || echo "could not install chromium and chromium-driver: the browser tests will be skipped"
 
+# Chinese captions on the demo's pictures need a CJK font (Pillow's default has none): install
+# Debian's fonts-wqy-zenhei when fontconfig knows no Chinese font (without one, the demo says so).
+fonts:
+	@{ command -v fc-list >/dev/null 2>&1 && [ -n "$$(fc-list :lang=zh 2>/dev/null)" ]; } \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei) \
+	  || (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei) \
+	  || echo "could not install fonts-wqy-zenhei: Chinese text on the demo's pictures will lack its glyphs"
+
 quickstart: setup
 	$(PY) main.py
 	$(PY) demo.py --demo_out visu
 	@echo "captioned pictures: visu/*.jpg"
 
-test: $(VENV)/.installed java browser
+test: $(VENV)/.installed java browser fonts
 	$(PY) -m pytest -q -rs tests
 
 clean:

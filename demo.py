@@ -13,7 +13,8 @@ other pictures: they are skipped with the reason, the others are still captioned
 
 Writes <demo_out>/<name>.jpg (the grounded boxes in colour, labelled with their words; the
 proposals scoring at least --demo_min_score, at most --demo_max_boxes, in grey; the caption
-underneath with its [visual words] in their boxes' colours), <demo_out>/<name>.json (the
+underneath with its [visual words] in their boxes' colours; Chinese text in a CJK font found on
+the machine, `cjk_font`), <demo_out>/<name>.json (the
 CaptionResult, boxes in the image's pixels) and <demo_out>/visu.json (all of them).
 Exit status: 0 when at least one image was captioned (skipped ones are listed), 2 when none
 could be (or on a bad option or file).
@@ -64,7 +65,45 @@ def ink_on(colour: tuple[int, int, int]) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
 
 
-def font_of(size: int) -> ImageFont.ImageFont:
+# CJK fonts of Debian's fonts-wqy-zenhei / fonts-noto-cjk (installed by `make`), macOS, Windows
+CJK_FONTS = ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+             "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+             "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc", "/System/Library/Fonts/PingFang.ttc",
+             "C:/Windows/Fonts/msyh.ttc", "C:/Windows/Fonts/simhei.ttf")
+_CJK = "\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f"
+_CJK_CHAR = re.compile(f"[{_CJK}]")
+_noticed_no_cjk_font: list[bool] = []
+
+
+def has_cjk(text: str) -> bool:
+    return bool(_CJK_CHAR.search(text))
+
+
+def cjk_font() -> str | None:
+    """The first CJK font file on the machine: a known path, else fontconfig's answer for zh."""
+    for path in CJK_FONTS:
+        if Path(path).is_file():
+            return path
+    import shutil
+    import subprocess
+    if shutil.which("fc-match"):
+        out = subprocess.run(["fc-match", "-f", "%{file}", ":lang=zh"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip() and Path(out.stdout.strip()).is_file() \
+                and Path(out.stdout.strip()).suffix.lower() in (".ttc", ".ttf", ".otf"):
+            return out.stdout.strip()
+    return None
+
+
+def font_of(size: int, cjk: bool = False) -> ImageFont.ImageFont:
+    """Pillow's default font, or for Chinese text a CJK font (its default has no CJK glyphs);
+    without one, the default font and a one-line notice (once)."""
+    path = cjk_font() if cjk else None
+    if path:
+        return ImageFont.truetype(path, size)
+    if cjk and not _noticed_no_cjk_font:
+        _noticed_no_cjk_font.append(True)
+        print("note: no CJK font found (install fonts-wqy-zenhei or fonts-noto-cjk): Chinese text is drawn "
+              "with Pillow's default font, without its glyphs", file=sys.stderr)
     try:
         return ImageFont.load_default(size=size)         # a scalable font (Pillow >= 10.1)
     except TypeError:
@@ -85,8 +124,14 @@ def boxes_to_draw(result, min_score: float, max_boxes: int) -> list[dict]:
 
 
 def caption_tokens(tagged: str) -> list[str]:
-    """'a [potted plant] on a [table]' -> ['a', '[potted plant]', 'on', 'a', '[table]']."""
-    return re.findall(r"\[[^\]]*\]|\S+", tagged)
+    """'a [potted plant] on a [table]' -> ['a', '[potted plant]', 'on', 'a', '[table]']; Chinese,
+    written without spaces, may break between any two characters: '两个[圆环]' -> ['两', '个', '[圆环]']."""
+    return re.findall(rf"\[[^\]]*\]|[{_CJK}]|[^\s\[{_CJK}]+", tagged)
+
+
+def spaced(prev: str, tok: str) -> bool:
+    """Whether a space separates two caption tokens: not between Chinese characters."""
+    return not (has_cjk(prev[-1:] if prev[-1:] != "]" else prev[-2:-1]) or has_cjk(tok.lstrip("[")[:1]))
 
 
 def wrap(tokens: list[str], width: float, measure, space: float) -> list[list[str]]:
@@ -95,10 +140,11 @@ def wrap(tokens: list[str], width: float, measure, space: float) -> list[list[st
     lines, line, used = [], [], 0.0
     for tok in tokens:
         w = measure(tok)
-        if line and used + space + w > width:
+        gap = space if line and spaced(line[-1], tok) else 0.0
+        if line and used + gap + w > width:
             lines.append(line)
-            line, used = [], 0.0
-        used += (space if line else 0.0) + w
+            line, used, gap = [], 0.0, 0.0
+        used += gap + w
         line.append(tok)
     return lines + [line] if line else lines
 
@@ -113,7 +159,8 @@ def draw(image: Image.Image, result, *, min_score: float = 0.5, max_boxes: int =
         image = image.resize((round(image.width * k), round(image.height * k)), Image.BICUBIC)
     W, H = image.size
     size = font_size(W, H)
-    font, pad, space = font_of(size), max(2, size // 5), max(size * 0.35, 4.0)
+    labels = result["tagged"] + "".join(g["word"] for g in result["grounding"])
+    font, pad, space = font_of(size, cjk=has_cjk(labels)), max(2, size // 5), max(size * 0.35, 4.0)
     regions = sorted({g["region"] for g in result["grounding"]})
     colour = dict(zip(regions, palette(len(regions))))
     measure = ImageDraw.Draw(image).textlength
@@ -141,14 +188,15 @@ def draw(image: Image.Image, result, *, min_score: float = 0.5, max_boxes: int =
     tags = iter(result["grounding"])
     for i, line in enumerate(lines):
         x, y = pad, H + pad + i * line_h
-        for tok in line:
+        for j, tok in enumerate(line):
+            x += space if j and spaced(line[j - 1], tok) else 0.0
             w, ink = measure(tok, font=font), "black"
             g = next(tags, None) if tok.startswith("[") else None
             if g is not None:
                 d.rectangle([x - 1, y, x + w + 1, y + size * 1.15], fill=colour[g["region"]])
                 ink = ink_on(colour[g["region"]])
             d.text((x, y), tok, fill=ink, font=font)
-            x += w + space
+            x += w
     return canvas
 
 

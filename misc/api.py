@@ -55,10 +55,11 @@ class CaptionResult(dict):
     as in earlier versions) with typed read-only attributes. Boxes are [x1, y1, x2, y2] in the
     image's original pixels.
 
-    caption    "two red rings next to a blue tile"
-    tagged     "two red [rings] next to a blue [tile]": visual words in brackets
+    caption    "two red rings next to a blue tile" (a Chinese run: "两个红色的圆环在一个蓝色的方块的左边")
+    tagged     "two red [rings] next to a blue [tile]": visual words in brackets ("两个红色的[圆环]...")
     grounding  one dict per visual word: {word, position (token index), region (index into
-               proposals), class, box, score (the proposal's), plural (0 / 1)}
+               proposals), class, box, score (the proposal's), plural (0 / 1: the number the
+               caption states, by the word's form in English, by its numeral / measure word in Chinese)}
     proposals  every region the model saw: {box, class, score}, highest score first
     score      the beam's log-probability
     width, height   the image's size (the frame of every box)
@@ -194,7 +195,7 @@ class NBTCaptioner:
         ckpt = load_checkpoint(run)
         opt = options_from_dict({**ckpt["config"], **overrides, "cached_features": ""})
         opt = dataclasses.replace(opt, pretrained_cnn=False, cnn_weights="")   # weights come from ckpt
-        dic, classes, vocab = load_dic(opt.input_dic, opt.class_name_file)
+        dic, classes, vocab = load_dic(opt.input_dic, opt.class_name_file, opt.language)
         check_compatible(ckpt, vocab.fingerprint(), list(classes.names), str(run))
         dev = torch.device(device or ("cuda" if opt.cuda and torch.cuda.is_available() else "cpu"))
         model = build_captioner(opt, vocab_size=vocab.size, num_classes=classes.num_classes,

@@ -58,6 +58,8 @@ class Options:
                               "COCO-style instance files giving the GT boxes (comma-separated list)")
     class_name_file: str = _o("data/world/world_class_name.txt",
                               "class-name file: one line per class, comma-separated fine-grained words")
+    language: str = _o("", "caption language of the data: en, zh; '' = the dic's own (its 'language' key, "
+                       "English when absent); given, it must match the dic's", choices=("", "en", "zh"))
     cnn_backend: str = _o("res101", "CNN that makes the conv map (tiny = small CNN trained from scratch)",
                           choices=CNN_BACKENDS)
     cnn_weights: str = _o("", "local .pth of the CNN's torchvision weights; '' = torchvision's download "

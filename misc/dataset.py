@@ -26,6 +26,7 @@ from nbt.misc.io import DataError, read_json
 from nbt.misc.npz_cache import cache_path, digest, file_stamp
 from nbt.misc.targets import CaptionTargets, PointerPositives
 from nbt.misc.transforms import box_area, crop_with_boxes, load_image, resize_with_boxes, to_tensor
+from nbt.misc.language import Language, language_for
 from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary
 
 
@@ -40,17 +41,17 @@ class DataBundle:
     classes: ClassNames
     vocab: Vocabulary
     boxes: BoxIndex
-    matcher: VisualWordMatcher
+    matcher: VisualWordMatcher      # the language's matcher (misc/language.py)
 
     @staticmethod
     def load(opt: Options) -> "DataBundle":
-        dic, classes, vocab = load_dic(opt.input_dic, opt.class_name_file)
+        dic, classes, vocab = load_dic(opt.input_dic, opt.class_name_file, opt.language)
         images = dic["images"] = ImageTable.from_records(dic["images"], opt.input_dic)
         if opt.proposal_h5 and not opt.det_oracle and Path(opt.proposal_h5).is_file():
             check_proposal_h5(opt.proposal_h5, images.ids.tolist(), classes.num_classes)
         boxes = BoxIndex.load(opt.instances_json, classes, cache_path(opt.input_dic, "boxes")) \
             if opt.instances_json else BoxIndex.empty()
-        matcher = VisualWordMatcher(classes)
+        matcher = vocab.language.matcher
         key = {"dic": file_stamp(opt.input_dic), "classes": digest([classes.names, classes.words]),
                "boxes": BoxIndex.cache_key(opt.instances_json, classes) if opt.instances_json else ""}
         captions = load_captions(opt.input_json, images, boxes.present_classes, matcher,
@@ -72,9 +73,15 @@ class DataBundle:
         return held_out_classes(self.dic, self.classes, noc=opt.decode_noc or opt.cbs_mode == "novel",
                                 source=opt.input_dic)
 
+    @property
+    def language(self) -> Language:
+        return self.vocab.language
 
-def load_dic(dic_path: str, class_name_file: str) -> tuple[dict, ClassNames, Vocabulary]:
-    """A dic_*.json with its class-name file -> (dic, classes, vocabulary)."""
+
+def load_dic(dic_path: str, class_name_file: str, language: str = "") -> tuple[dict, ClassNames, Vocabulary]:
+    """A dic_*.json with its class-name file -> (dic, classes, vocabulary); the vocabulary carries
+    the dic's caption language (its `language` key; English when absent), which `language`, when
+    given (the option), must match."""
     dic = read_json(dic_path)
     for key in ("ix_to_word", "images"):
         if key not in dic:
@@ -82,7 +89,10 @@ def load_dic(dic_path: str, class_name_file: str) -> tuple[dict, ClassNames, Voc
     classes = ClassNames.read(class_name_file)
     if "classes" in dic and list(dic["classes"]) != list(classes.names):
         raise DataError(f"{class_name_file} does not match the classes of {dic_path}")
-    return dic, classes, Vocabulary(dic["ix_to_word"], classes, dic.get("plural_of"))
+    code = dic.get("language") or "en"
+    if language and language != code:
+        raise DataError(f"{dic_path}: its captions are in '{code}', but the option language is '{language}'")
+    return dic, classes, Vocabulary(dic["ix_to_word"], classes, dic.get("plural_of"), language_for(code, classes))
 
 
 def held_out_classes(dic: dict, classes: ClassNames, *, noc: bool = False, source: str = "the dic") -> list[int]:
@@ -223,7 +233,7 @@ class CaptionDataset(Dataset):
         targets = CaptionTargets.empty(S, L, R)
         for s, k in enumerate(chosen):
             ids, tokens, visual = self._caption(caps, int(k), present, need_text=bool(attr_words))
-            targets.write(s, ids, tokens, visual, positives, attr_words)
+            targets.write(s, ids, tokens, visual, positives, attr_words, self.b.language.modifier_links)
         return targets.as_batch_item()
 
     def caption_groups(self, row: int, gt_cls: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from nbt.misc.dcc import dcc_f1, dcc_object, derive_dcc_sets, read_dcc_sets
+from nbt.misc.language import language_of
 from nbt.misc.transforms import box_iou
 
 
@@ -28,7 +29,8 @@ class CaptionEvaluator:
 
     def reset(self) -> None:
         self.preds: dict[int, dict] = {}
-        self.refs: dict[int, list[str]] = {}
+        self.refs: dict[int, list[str]] = {}           # segmented references, tokens joined by spaces
+        self.hyps: dict[int, str] = {}                 # segmented captions, likewise
         self.grounding = {"words": 0, "correct": 0, "fine_words": 0, "fine_correct": 0,
                           "category_words": 0, "plural_words": 0, "plural_correct": 0,
                           "plural_by_groups": 0, "plural_by_groups_correct": 0}
@@ -38,6 +40,7 @@ class CaptionEvaluator:
             image_id = batch["image_ids"][i]
             row = batch["rows"][i]
             self.preds[image_id] = {"image_id": image_id, **cap.to_dict()}
+            self.hyps[image_id] = " ".join(cap.tokens)
             self.refs[image_id] = [" ".join(c) for c in self.b.captions[row]]
             gt = batch["gt"][i][batch["gt_mask"][i]].numpy().copy()       # (G, 7) in model pixels
             if "sizes" in batch:            # captions carry boxes in the image's pixels: so must the GT
@@ -55,7 +58,7 @@ class CaptionEvaluator:
         generic word, counted apart (category_name_share). Its plural flag is scored against the
         object's annotated group (same kind and attributes) when it has one, else against the
         number of GT objects of its class in the image."""
-        forms = self.b.classes.forms
+        forms = language_of(self.b.vocab).forms
         fine_words = self.b.classes.fine_words
         names = self.b.classes.names
         for g in cap.grounding:
@@ -108,8 +111,9 @@ class CaptionEvaluator:
 
     def evaluate(self) -> dict:
         from nbt.misc.metrics import score_captions
-        hyps = {k: v["caption"] for k, v in self.preds.items()}
-        overall, per_image = score_captions(self.refs, hyps, meteor=self.meteor, spice=self.spice)
+        segmenter = language_of(self.b.vocab).metric_segmenter
+        overall, per_image = score_captions(self.refs, self.hyps, meteor=self.meteor, spice=self.spice,
+                                            segmenter=segmenter)
         for k, v in per_image.items():
             self.preds[k]["scores"] = v
         result = {"overall": overall, "n_images": len(self.preds)}
@@ -117,15 +121,16 @@ class CaptionEvaluator:
         if grounding:
             result["grounding"] = grounding
         if self.novel_classes:
-            result["noc"] = noc_scores(self.preds, self.refs, self.novel_classes, self.b, self.meteor,
-                                       split=self.split, dcc_annotations=self.dcc_annotations)
+            result["noc"] = noc_scores(self.hyps, self.refs, self.novel_classes, self.b, self.meteor,
+                                       segmenter=segmenter, split=self.split,
+                                       dcc_annotations=self.dcc_annotations)
         return result
 
 
 def mention_words(cls: int, bundle) -> set[str]:
     """Words that count as mentioning a class: its fine-grained words and all their plural forms
     (the DCC synonym lists, made from the class-name file: "bus" -> bus, buses, busses)."""
-    forms = bundle.classes.forms
+    forms = language_of(bundle.vocab).forms
     words = set(bundle.classes.words[cls - 1])
     return words | {p for w in words for p in forms.plurals[w]} | \
         {s for s, f in forms.surface.items() if f.word in words}
@@ -137,26 +142,26 @@ def mentions(text: str, words: set[str]) -> bool:
     return bool(grams & words)
 
 
-def noc_scores(preds: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool, *,
+def noc_scores(hyps: dict, refs: dict, novel_classes: list[int], bundle, meteor: bool, *, segmenter=None,
                split: str = "test", dcc_annotations: str = "") -> dict:
     """Per held-out class: its F1 (DCC's when all held-out classes are DCC objects, else by the
-    class file; the module docstring) and METEOR / CIDEr on its novel images; then averages."""
+    class file; the module docstring) and METEOR / CIDEr on its novel images; then averages.
+    hyps {id: segmented caption}, refs {id: [segmented references]}."""
     from nbt.misc.metrics import score_captions
     names = [bundle.classes.names[c - 1] for c in novel_classes]
     dcc = all(dcc_object(n) for n in names)
-    captions = {k: p["caption"] for k, p in preds.items()}
     per_class = {}
     for cls, name in zip(novel_classes, names):
         if dcc:
             obj = dcc_object(name)
             sets = read_dcc_sets(dcc_annotations, obj, split) if dcc_annotations else derive_dcc_sets(refs, obj)
-            entry = {"dcc_object": obj, **dcc_f1(captions, sets, obj)}
-            novel_ids = [k for k in sets.novel if k in preds]
+            entry = {"dcc_object": obj, **dcc_f1(hyps, sets, obj)}
+            novel_ids = [k for k in sets.novel if k in hyps]
         else:
-            entry, novel_ids = class_file_f1(captions, refs, mention_words(cls, bundle))
+            entry, novel_ids = class_file_f1(hyps, refs, mention_words(cls, bundle))
         if novel_ids:
-            overall, _ = score_captions({k: refs[k] for k in novel_ids}, {k: captions[k] for k in novel_ids},
-                                        meteor=meteor)
+            overall, _ = score_captions({k: refs[k] for k in novel_ids}, {k: hyps[k] for k in novel_ids},
+                                        meteor=meteor, segmenter=segmenter)
             entry.update({"METEOR": overall.get("METEOR"), "CIDEr": overall["CIDEr"]})
         per_class[name] = entry
     avg = {m: float(np.mean([e[m] for e in per_class.values() if e.get(m) is not None]))

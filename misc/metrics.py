@@ -3,6 +3,11 @@
 BLEU-1..4, METEOR, ROUGE-L, CIDEr (document frequencies from the references, 'corpus' mode), and
 SPICE when its Stanford CoreNLP jars are present. Java is needed for the PTB tokenizer and METEOR:
 without it, captions are tokenized in Python and METEOR is reported as skipped.
+
+Captions in another language come with their language's `segmenter` (misc/language.py): Chinese
+captions are scored on their segmented tokens, as AI Challenger's official evaluation scores jieba's
+segmentation with these same scorers (its PTB step only splits the segmented text on spaces and
+drops punctuation, which `pre_segmented` does without Java).
 """
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ def tokenize(captions: dict) -> dict:
 
 
 def score_captions(refs: dict, hyps: dict, *, meteor: bool = True, spice: bool = False,
-                   pretokenized: bool = False) -> tuple[dict, dict]:
-    """refs {id: [str, ...]}, hyps {id: str} -> (overall {metric: value}, per image {id: {metric: v}})."""
+                   pretokenized: bool = False, segmenter=None) -> tuple[dict, dict]:
+    """refs {id: [str, ...]}, hyps {id: str} -> (overall {metric: value}, per image {id: {metric: v}}).
+    segmenter: str -> tokens of the captions' language (None: English, the PTB tokenizer)."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -50,8 +56,12 @@ def score_captions(refs: dict, hyps: dict, *, meteor: bool = True, spice: bool =
     ids = list(hyps)
     gts = {k: list(refs[k]) for k in ids}
     res = {k: [hyps[k]] for k in ids}
-    if not pretokenized:
+    if segmenter is not None:
+        gts = {k: [" ".join(segmenter(c)) for c in v] for k, v in gts.items()}
+        res = {k: [" ".join(segmenter(c)) for c in v] for k, v in res.items()}
+    elif not pretokenized:
         gts, res = tokenize(gts), tokenize(res)
+
     scorers = [(Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]), (Rouge(), "ROUGE_L"), (Cider(), "CIDEr")]
     skipped = []
     if meteor and java_available():

@@ -76,9 +76,11 @@ class CaptionTargets:
                               plural=np.zeros((S, L), np.int64), fine=np.full((S, L), -1, np.int64),
                               pos=np.zeros((S, L, R), bool))
 
-    def write(self, s: int, ids, tokens, visual: dict, positives: PointerPositives, attr_words) -> None:
+    def write(self, s: int, ids, tokens, visual: dict, positives: PointerPositives, attr_words,
+              links=frozenset()) -> None:
         """Caption s: ids (n,) word ids, tokens (n,) its words (read only for attribute words),
-        visual {position: (length, cls, plural, fine)} its visual words."""
+        visual {position: (length, cls, plural, fine)} its visual words; links: the language's
+        tokens between an attribute and its noun (的)."""
         L = self.words.shape[1]
         t = i = 0
         while i < len(ids) and t < L:
@@ -86,7 +88,7 @@ class CaptionTargets:
             if v is not None:
                 length, cls, is_plural, fine = v
                 self.n_visual += 1
-                mask = positives(cls, fine, adjectives_before(tokens, i, attr_words))
+                mask = positives(cls, fine, adjectives_before(tokens, i, attr_words, links))
                 if mask.any():
                     self.n_grounded += 1
                     self.words[s, t] = ids[i + length - 1]                  # the word, for the metrics
@@ -105,10 +107,15 @@ class CaptionTargets:
                 "pos": torch.from_numpy(self.pos), "n_visual": self.n_visual, "n_grounded": self.n_grounded}
 
 
-def adjectives_before(tokens, i: int, attr_words) -> set[str]:
-    """The attribute words right before position i ("two red [rings]" -> {"red"})."""
+def adjectives_before(tokens, i: int, attr_words, links=frozenset()) -> set[str]:
+    """The attribute words right before position i ("two red [rings]" -> {"red"}), also through
+    a link word (红色 的 [圆环] -> {红色})."""
     adjectives, j = set(), i - 1
-    while attr_words and j >= 0 and tokens[j] in attr_words:
+    while attr_words and j >= 0:
+        if tokens[j] in links and j > 0 and tokens[j - 1] in attr_words:
+            j -= 1
+        if tokens[j] not in attr_words:
+            break
         adjectives.add(str(tokens[j]))
         j -= 1
     return adjectives

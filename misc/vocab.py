@@ -244,7 +244,7 @@ class Vocabulary:
     """Word ids (0 = BOS/EOS, 1..V-1 words, UNK last) and fine-grained surface forms."""
 
     def __init__(self, ix_to_word: dict[str, str], classes: ClassNames,
-                 plural_of: dict[str, str] | None = None):
+                 plural_of: dict[str, str] | None = None, language=None):
         self.ix_to_word = {int(k): v for k, v in ix_to_word.items()}
         self.word_to_ix = {v: k for k, v in self.ix_to_word.items()}
         if "UNK" not in self.word_to_ix:
@@ -253,6 +253,7 @@ class Vocabulary:
         # fine-grained word -> the corpus's plural form (a dic's `plural_of`; entries that are not
         # a plural of their word, as older files have - "ski": "skiing" - are not used)
         self.plural_of = dict(plural_of or {})
+        self.language = language        # misc.language.Language of the dic (None: English)
 
     @property
     def size(self) -> int:

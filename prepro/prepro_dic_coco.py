@@ -1,7 +1,9 @@
 """Captions -> `dic_*.json` + `cap_*.json` in the original's format.
 
-Input: a Karpathy-style `dataset_*.json` (COCO, Flickr30k, the built-in world) or plain COCO
-`captions_*.json` files (2017 users). Output keys of the dic file: the original's `ix_to_word`,
+Input: a Karpathy-style `dataset_*.json` (COCO, Flickr30k, the built-in world), plain COCO
+`captions_*.json` files (2017 users) or AI Challenger's caption files (`--aic_json`, Chinese:
+prepro/ai_challenger.py). `--language` (en, zh) chooses the segmentation of raw captions and the
+visual-word matcher (misc/language.py); the dic records it as `language`. Output keys of the dic file: the original's `ix_to_word`,
 `wtod`, `wtol`, `images[*].{split, file_path, id}`, plus ours: `classes`, `fg_words`, `plural_of`,
 `split_scheme`, `held_out`, `fingerprint`. Unlike the original the vocabulary is counted on the
 training split only (no test leakage) and its order is deterministic (count, then alphabetical).
@@ -38,7 +40,9 @@ from nbt.misc.annotations import BoxIndex
 from nbt.misc.cider import document_frequency
 from nbt.misc.dcc import DCC_ORDER, dcc_class_names
 from nbt.misc.io import DataError, atomic_write_json, read_json
-from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, plural_forms, tokenize, word_to_lemma
+from nbt.misc.language import language_for
+from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, tokenize
+from nbt.prepro.ai_challenger import images_from_aic
 from nbt.prepro.splits import NocSplit, held_out_from_split, noc_split, read_split, robust_split
 
 
@@ -59,8 +63,10 @@ def images_from_karpathy(path: str) -> list[dict]:
     return out
 
 
-def images_from_coco_captions(paths: list[str], seed: int = 123, quiet: bool = False) -> list[dict]:
-    """COCO captions files: images of a '*train*' file are train, others halved into val / test."""
+def images_from_coco_captions(paths: list[str], seed: int = 123, quiet: bool = False,
+                              segment=tokenize) -> list[dict]:
+    """COCO captions files: images of a '*train*' file are train, others halved into val / test.
+    Images listed more than once (the AI Challenger reference file lists one per caption) count once."""
     out = []
     for path in paths:
         data = read_json(path)
@@ -69,9 +75,9 @@ def images_from_coco_captions(paths: list[str], seed: int = 123, quiet: bool = F
         caps: dict[int, list[list[str]]] = {}
         for a in tqdm(data["annotations"], desc=f"tokenise {Path(path).name}", unit=" captions",
                       disable=quiet or None, mininterval=1):
-            caps.setdefault(int(a["image_id"]), []).append(tokenize(a["caption"]))
+            caps.setdefault(int(a["image_id"]), []).append(segment(a["caption"]))
         folder = re.sub(r"^captions_", "", Path(path).stem)
-        images = sorted(data["images"], key=lambda im: im["id"])
+        images = sorted({im["id"]: im for im in data["images"]}.values(), key=lambda im: im["id"])
         is_train = "train" in folder
         rng = random.Random(seed)
         order = list(range(len(images)))
@@ -95,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input_json", default="", help="Karpathy-style dataset json (dataset_coco.json)")
     p.add_argument("--captions_json", nargs="*", default=[], help="COCO captions files (instead of --input_json)")
+    p.add_argument("--aic_json", nargs="*", default=[],
+                   help="AI Challenger caption files (instead of --input_json; implies --language zh)")
+    p.add_argument("--language", default="", choices=["", "en", "zh"],
+                   help="caption language: en (spaCy's English rules) or zh (jieba); default en, zh with --aic_json")
     p.add_argument("--class_name_file", default=DEFAULT_CLASS_FILE,
                    help="class-name file: one line per class, comma-separated fine-grained words")
     p.add_argument("--instances_json", nargs="*", default=[],
@@ -140,28 +150,34 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> dict:
     quiet = getattr(args, "quiet", False)
-    if bool(args.input_json) == bool(args.captions_json):
-        raise DataError("give exactly one of --input_json or --captions_json")
-    images = images_from_karpathy(args.input_json) if args.input_json else \
-        images_from_coco_captions(args.captions_json, args.seed, quiet)
+    aic = getattr(args, "aic_json", [])
+    if sum(map(bool, (args.input_json, args.captions_json, aic))) != 1:
+        raise DataError("give exactly one of --input_json, --captions_json or --aic_json")
     classes = ClassNames.read(args.class_name_file)
-    matcher = VisualWordMatcher(classes)
+    language = language_for(getattr(args, "language", "") or ("zh" if aic else "en"), classes)
+    if args.input_json:
+        images = images_from_karpathy(args.input_json)
+    elif aic:
+        images = images_from_aic(aic, language.segment, args.seed)
+    else:
+        images = images_from_coco_captions(args.captions_json, args.seed, quiet, language.segment)
+    matcher = language.matcher
     held_out = apply_split(args, images, classes, matcher) if args.split != "normal" else []
 
     train_caps = [c for im in images if im["split"] == "train" for c in im["captions"]]
     if not train_caps:
         raise DataError("no training captions: check the split field / split file")
     ix_to_word = build_vocab(train_caps, args.word_count_threshold)
-    vocab = Vocabulary(ix_to_word, classes)
+    vocab = Vocabulary(ix_to_word, classes, language=language)
     all_caps = [c for im in images for c in im["captions"]]
-    vocab.plural_of = plural_forms(tqdm(all_caps, desc="visual words", unit=" captions", disable=quiet or None,
-                                        mininterval=1), classes, matcher)
+    vocab.plural_of = language.plural_of(tqdm(all_caps, desc="visual words", unit=" captions",
+                                              disable=quiet or None, mininterval=1))
     wtod = {w: c - 1 for w, c in classes.word_to_class().items()}     # original: 0-based line index
     dic = {
-        "ix_to_word": ix_to_word, "wtod": wtod, "wtol": word_to_lemma({t for c in all_caps for t in c}, classes),
+        "ix_to_word": ix_to_word, "wtod": wtod, "wtol": language.word_to_lemma({t for c in all_caps for t in c}),
         "images": [{"split": im["split"], "file_path": im["file_path"], "id": im["id"]} for im in images],
         "classes": list(classes.names), "fg_words": classes.fine_words, "plural_of": vocab.plural_of,
-        "split_scheme": args.split, "held_out": held_out,
+        "split_scheme": args.split, "held_out": held_out, "language": language.code,
         "fingerprint": vocab.fingerprint(),
     }
     # Tokens are stored as they are (the original wrote UNK here): the loader maps unknown words to

@@ -16,6 +16,12 @@ Grounding is necessary: the detector names only the category (circle), the fine-
 (ring = hollow, disc = filled) and the colour / position / number must come from pixels.
 
     python prepro/world.py --out data/world --seed 123 --n_images 1800
+    python prepro/world.py --out data/world_zh --lang zh        # the same world, captioned in Chinese
+
+With `--lang zh` the images, objects, detections and splits are those of the English world of the
+same seed; the captions (raw, unsegmented, in captions_world.json), the class-name file, the
+category names and the kind / colour attributes are Chinese (world_grammar.ChinesePhrasing), and
+dataset_world.json's tokens are the Chinese segmenter's (misc/language.py), the one prepro uses.
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ from nbt.misc.detector import write_h5
 from nbt.misc.io import atomic_write_json, atomic_write_text
 from nbt.misc.transforms import box_iou
 from nbt.prepro.splits import noc_split, robust_split
-from nbt.prepro.world_grammar import CaptionGrammar, Group
+from nbt.prepro.world_grammar import PHRASINGS, CaptionGrammar, Group, Phrasing
 
 # category -> (hollow word, filled word); the category word itself is a fine-grained word too.
 CATEGORIES: dict[str, tuple[str, str]] = {
@@ -80,6 +86,7 @@ class WorldConfig:
     det_confusion: float = 0.05      # a proposal gets a wrong category
     det_false_pos: float = 1.0       # mean number of random false positives per image
     det_duplicates: float = 1.0      # mean number of extra, looser boxes around true objects
+    lang: str = "en"                 # caption language: en, or zh (the same world in Chinese)
 
 
 def _polygon(cat: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -216,6 +223,8 @@ class WorldRecords:
     """Everything generate() writes, image by image, in the real formats."""
     cat_index: dict                # category -> class index 1..C (the class-file line)
     cat_id: dict                   # category -> COCO-like category id (with gaps)
+    say: Phrasing = field(default_factory=Phrasing)     # the language's words (category, kind, colour)
+    segment: object = str.split                         # raw caption -> tokens (dataset_world.json)
     images: list = field(default_factory=list)          # COCO images
     instances: list = field(default_factory=list)       # COCO annotations (boxes, attributes)
     captions: list = field(default_factory=list)        # COCO caption annotations
@@ -231,7 +240,8 @@ class WorldRecords:
                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                 "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0,
                 "segmentation": [[x1, y1, x2, y1, x2, y2, x1, y2]],
-                "attributes": {"kind": CATEGORIES[o["category"]][o["kind"]], "colour": o["colour"]},
+                "attributes": {"kind": self.say.word(CATEGORIES[o["category"]][o["kind"]]),
+                               "colour": self.say.word(o["colour"])},
             })
 
     def add_captions(self, k: int, image_id: int, fname: str, sents: list) -> None:
@@ -240,7 +250,7 @@ class WorldRecords:
             sent_id = len(self.captions) + 1
             self.mentions.setdefault(image_id, set()).update(self.cat_index[c] for c in cats)
             self.captions.append({"id": sent_id, "image_id": image_id, "caption": text})
-            sentences.append({"tokens": text.split(), "raw": text, "imgid": k, "sentid": sent_id})
+            sentences.append({"tokens": self.segment(text), "raw": text, "imgid": k, "sentid": sent_id})
         self.mentions.setdefault(image_id, set())
         self.karpathy.append({"filepath": "world", "filename": fname, "imgid": k, "cocoid": image_id,
                               "sentids": [s["sentid"] for s in sentences], "sentences": sentences})
@@ -253,9 +263,11 @@ def generate(cfg: WorldConfig, quiet: bool = False) -> dict:
     img_dir = out / "images" / "world"
     img_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
+    say = PHRASINGS[cfg.lang]()
     rec = WorldRecords(cat_index={c: i + 1 for i, c in enumerate(cfg.categories)},
-                       cat_id={c: 2 * i + 3 for i, c in enumerate(cfg.categories)})
-    grammar = CaptionGrammar({c: CATEGORIES[c] for c in cfg.categories}, list(COLOURS))
+                       cat_id={c: 2 * i + 3 for i, c in enumerate(cfg.categories)}, say=say,
+                       segment=segmenter(cfg))
+    grammar = CaptionGrammar({c: CATEGORIES[c] for c in cfg.categories}, list(COLOURS), phrasing=say)
     for k in range(cfg.n_images):
         image_id = k + 1
         objects = _place_objects(rng, cfg)
@@ -274,7 +286,29 @@ def generate(cfg: WorldConfig, quiet: bool = False) -> dict:
     return summary
 
 
+def class_lines(cfg: WorldConfig) -> list[str]:
+    """The class-name file: per category its name, then its two kind words, in the world's language."""
+    say = PHRASINGS[cfg.lang]()
+    return [", ".join(say.word(w) for w in [c, *CATEGORIES[c]]) for c in cfg.categories]
+
+
+def held_out_names(cfg: WorldConfig) -> list[str]:
+    """The NOC held-out categories by their class names in the world's language."""
+    say = PHRASINGS[cfg.lang]()
+    return [say.word(c) for c in cfg.noc_held_out]
+
+
+def segmenter(cfg: WorldConfig):
+    """The tokens of dataset_world.json: the language's own segmentation of the raw captions."""
+    from nbt.misc.language import language_for
+    from nbt.misc.vocab import ClassNames
+    names = [line.split(", ") for line in class_lines(cfg)]
+    return language_for(cfg.lang, ClassNames(tuple(n[0] for n in names), tuple(map(tuple, names)))).segment
+
+
 def check_config(cfg: WorldConfig) -> None:
+    if cfg.lang not in PHRASINGS:
+        raise ValueError(f"unknown world language '{cfg.lang}' (known: {', '.join(PHRASINGS)})")
     for c in list(cfg.categories) + list(cfg.noc_held_out):
         if c not in CATEGORIES:
             raise ValueError(f"unknown world category '{c}' (known: {', '.join(CATEGORIES)})")
@@ -296,7 +330,7 @@ def assign_normal_split(karpathy: list[dict], cfg: WorldConfig, rng) -> None:
 def write_world(out: Path, cfg: WorldConfig, rec: WorldRecords) -> dict:
     """The COCO json files, the Karpathy json, the class file, the robust and NOC split files and
     the detection h5; returns the summary."""
-    categories = [{"id": rec.cat_id[c], "name": c, "supercategory": "shape"} for c in cfg.categories]
+    categories = [{"id": rec.cat_id[c], "name": rec.say.word(c), "supercategory": "shape"} for c in cfg.categories]
     info = {"description": f"nbt built-in grounded world (seed {cfg.seed})", "version": "1.0"}
     ann_dir = out / "annotations"
     atomic_write_json(ann_dir / "instances_world.json", {
@@ -304,13 +338,12 @@ def write_world(out: Path, cfg: WorldConfig, rec: WorldRecords) -> dict:
     atomic_write_json(ann_dir / "captions_world.json", {
         "info": info, "licenses": [], "images": rec.images, "annotations": rec.captions})
     atomic_write_json(out / "dataset_world.json", {"dataset": "world", "images": rec.karpathy})
-    class_lines = [", ".join([c, *CATEGORIES[c]]) for c in cfg.categories]
-    atomic_write_text(out / "world_class_name.txt", "\n".join(class_lines) + "\n")
+    atomic_write_text(out / "world_class_name.txt", "\n".join(class_lines(cfg)) + "\n")
     robust = robust_split(rec.mentions, max_test_images=int(cfg.n_images * cfg.robust_test_fraction),
                           seed=cfg.seed)
     atomic_write_json(out / "split_robust_world.json", robust)
     noc = noc_split(rec.mentions, [rec.cat_index[c] for c in cfg.noc_held_out], seed=cfg.seed)
-    noc["held_out"] = list(cfg.noc_held_out)
+    noc["held_out"] = held_out_names(cfg)
     atomic_write_json(out / "split_noc_world.json", noc)
     write_h5(out / "world_detection.h5", rec.dets)
     return {"images": cfg.n_images, "objects": len(rec.instances), "captions": len(rec.captions),

@@ -57,3 +57,20 @@ def world_run(world_dir):
     from nbt.misc.session import train
     opt = world_options(world_dir, id="demo_run", max_iters=1, eval_split="", region_grouping=True)
     return train(opt)["dir"]
+
+
+@pytest.fixture(scope="session")
+def world_zh_dir(tmp_path_factory) -> Path:
+    """The same small world (seed 7, 160 images), captioned in Chinese."""
+    out = tmp_path_factory.mktemp("world_zh")
+    prepare(WorldConfig(out=str(out), seed=7, n_images=160, lang="zh"), quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def world_zh_run(world_zh_dir):
+    """A one-iteration (randomly initialised) Chinese world run, for the API, the demo and the web page."""
+    from nbt.misc.session import train
+    opt = world_options(world_zh_dir, id="demo_run_zh", max_iters=1, eval_split="", region_grouping=True,
+                        language="zh", seq_length=18)
+    return train(opt)["dir"]

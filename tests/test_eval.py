@@ -44,7 +44,7 @@ def _bundle():
 def test_noc_f1_of_classes_that_are_not_dccs_objects_uses_the_class_file_words():
     from nbt.misc.evaluation import noc_scores
     refs = {1: ["a red nut"], 2: ["two blue cells here"], 3: ["a ring"], 4: ["a disc"]}
-    preds = {1: {"caption": "a nut"}, 2: {"caption": "a ring"}, 3: {"caption": "two hexagons"}, 4: {"caption": "a disc"}}
+    preds = {1: "a nut", 2: "a ring", 3: "two hexagons", 4: "a disc"}
     out = noc_scores(preds, refs, [2], _bundle(), meteor=False)
     e = out["per_class"]["hexagon"]
     # positives: images 1, 2; predicted: 1, 3 -> tp 1, fp 1, fn 1
@@ -75,7 +75,7 @@ def _dcc_bundle():
 
 def test_dcc_f1_parity_with_a_hand_computed_example():
     from nbt.misc.evaluation import noc_scores
-    preds = {k: {"caption": c} for k, c in DCC_PREDS.items()}
+    preds = dict(DCC_PREDS)
     out = noc_scores(preds, DCC_REFS, [1, 2, 3], _dcc_bundle(), meteor=False)
     assert out["metric"] == "DCC F1" and out["sets"] == "derived from the test references (DCC's rule)"
     couch = out["per_class"]["couch"]
@@ -103,7 +103,7 @@ def test_dccs_annotation_files_give_the_sets_when_present(tmp_path):
                 enumerate((i, c) for i in ids for c in DCC_REFS.get(i, ["a cat"]))]}))
     write("couch", "novel", [1, 2, 4])           # DCC's file says image 4 is novel (its captions here do not)
     write("couch", "train", [3, 5, 6, 7])        # 7: not captioned by this run
-    preds = {k: {"caption": c} for k, c in DCC_PREDS.items()}
+    preds = dict(DCC_PREDS)
     out = noc_scores(preds, DCC_REFS, [1], _dcc_bundle(), meteor=False, dcc_annotations=str(tmp_path))
     assert out["sets"] == f"DCC's annotation files in {tmp_path}"
     couch = out["per_class"]["couch"]

@@ -93,7 +93,7 @@ def test_misc_imports_point_down_the_chain():
 # features -> decoder -> decoding -> evaluation -> training -> session.
 CHAIN = [
     ["io", "config", "runtime", "npz_cache", "weights"],                           # foundations
-    ["plurals", "vocab", "dcc", "annotations", "captions"],                        # words and annotations
+    ["plurals", "vocab", "chinese", "language", "dcc", "annotations", "captions"],        # words and annotations
     ["transforms", "proposals", "detector", "calibration"],                        # image -> proposals
     ["features", "targets", "dataset"],                                            # batches
     ["encoded", "backbone", "regions", "grouping", "attention"],                   # region features

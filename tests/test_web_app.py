@@ -1,6 +1,7 @@
 """The running web page: `python tools/web_demo.py` in a subprocess on a free port, driven through
 Gradio's API (gradio_client, raw HTTP) and in headless Chromium (Debian's chromium + chromium-driver,
 installed by `make browser`). The server's memory is read from /proc/<pid>/status."""
+import contextlib
 import os
 import shutil
 import socket
@@ -74,9 +75,9 @@ class PeakRSS:
         self.peak = max(self.peak, self.after)
 
 
-@pytest.fixture(scope="module")
-def server(world_run, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("web")
+@contextlib.contextmanager
+def serve(runs: list[str], tmp: Path):
+    """`tools/web_demo.py --start_from RUN ...` on a free port, until the block ends."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -84,22 +85,30 @@ def server(world_run, tmp_path_factory):
            "OMP_NUM_THREADS": str(torch.get_num_threads())}          # the same arithmetic as this process
     log = tmp / "server.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "web_demo.py"), "--start_from", world_run,
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "web_demo.py"), "--start_from", *runs,
                                  "--port", str(port), "--max_upload_mb", str(MAX_UPLOAD_MB)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     srv = Server(f"http://127.0.0.1:{port}/", proc.pid, log)
     deadline = time.time() + 180
-    while True:
-        assert proc.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
-        try:
-            if srv.alive():
-                break
-        except OSError:
-            assert time.time() < deadline, f"the server did not start: {log.read_text()[-3000:]}"
-            time.sleep(0.5)
-    yield srv
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        while True:
+            assert proc.poll() is None, f"the server exited: {log.read_text()[-3000:]}"
+            try:
+                if srv.alive():
+                    break
+            except OSError:
+                assert time.time() < deadline, f"the server did not start: {log.read_text()[-3000:]}"
+                time.sleep(0.5)
+        yield srv
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(world_run, tmp_path_factory):
+    with serve([world_run], tmp_path_factory.mktemp("web")) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +248,46 @@ def test_in_chromium_an_upload_and_an_example_are_captioned_and_a_text_file_gets
         WebDriverWait(browser, 10).until(lambda b: "the file is not an image" in toasts(b), toasts(browser))
     finally:
         browser.quit()
+
+
+def test_in_chromium_the_language_choice_gives_a_chinese_caption_with_its_grounded_boxes(
+        world_run, world_zh_run, tmp_path):
+    """The page of an English and a Chinese run: 中文 / English first; choosing 中文 captions the
+    same picture with the Chinese run, its visual words highlighted and their boxes drawn (with
+    constrained beam search, so that the one-iteration runs name detected objects)."""
+    from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+    en, zh = NBTCaptioner.from_pretrained(world_run), NBTCaptioner.from_pretrained(world_zh_run)
+    image = example_images(en, 1)[0]
+    expect = {"English": en.generate([image], beam_size=3, cbs=True)[0],
+              "中文": zh.generate([image], beam_size=3, cbs=True)[0]}
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in expect["中文"]["caption"]) and expect["中文"]["grounding"]
+    with serve([world_run, world_zh_run], tmp_path) as srv:
+        browser = chromium()
+        try:
+            browser.get(srv.url)
+            upload = WebDriverWait(browser, 60).until(lambda b: b.find_element(By.CSS_SELECTOR, "input[type=file]"))
+            choices = [e.get_attribute("value") for e in browser.find_elements(By.CSS_SELECTOR, "#language input")]
+            assert choices == ["English", "中文"]
+
+            def caption_text(b):
+                return "".join(e.get_attribute("textContent") for e in b.find_elements(By.CSS_SELECTOR, "#caption .text"))
+            browser.find_element(By.XPATH, "//label[contains(., 'Constrained beam search')]//input").click()
+            upload.send_keys(image)
+            wait = WebDriverWait(browser, 120, ignored_exceptions=(StaleElementReferenceException,))  # re-rendered
+            wait.until(lambda b: caption_text(b) == expect["English"]["tagged"])
+            browser.find_element(By.CSS_SELECTOR, "#language input[value='中文']").click()
+            wait.until(lambda b: caption_text(b) == expect["中文"]["tagged"])
+            words = [e.get_attribute("textContent") for e in browser.find_elements(By.CSS_SELECTOR, "#caption .highlighted")]
+            # each visual word highlighted, labelled with the (Chinese) class of its region
+            assert [w.split() for w in words] == [[f"[{g['word']}]", g["class"]] for g in expect["中文"]["grounding"]]
+            # the picture's legend names the Chinese classes of the grounded boxes
+            legend = " ".join(e.get_attribute("textContent") for e in browser.find_elements(By.CSS_SELECTOR, "#picture button"))
+            for g in expect["中文"]["grounding"]:
+                assert g["class"] in legend, (g["class"], legend)
+            browser.save_screenshot(str(tmp_path / "zh_page.png"))
+            if os.environ.get("NBT_KEEP_SCREENSHOT"):                    # to look at it
+                shutil.copyfile(tmp_path / "zh_page.png", os.environ["NBT_KEEP_SCREENSHOT"])
+        finally:
+            browser.quit()

@@ -143,15 +143,16 @@ def test_visual_words_are_labelled_with_their_classes_in_order():
         ("two ", None), ("[rings]", "circle"), (" next to a ", None), ("[tile]", "square")]
 
 
-def test_large_photo_is_shown_at_800_px_with_its_boxes_scaled_and_one_mask_per_class():
+def test_large_photo_is_shown_at_800_px_with_its_boxes_outlined_scaled_and_one_mask_per_class():
     photo = Image.new("RGB", (4000, 3000))
     grounding = [{"box": [1000, 1500, 4000, 3000], "class": "dog"}, {"box": [0, 0, 500, 500], "class": "dog"},
                  {"box": [2000, 0, 2500, 500], "class": "cat"}]
     picture, masks = web_demo.display_picture(photo, grounding)
     assert picture.size == (800, 600) and [c for _, c in masks] == ["dog", "cat"]
     dog = masks[0][0]                                       # (600, 800): boxes at 1/5 scale
-    assert dog[300, 200] == dog[599, 799] == 1.0 and dog[450, 500] == 0.5 and dog[0, 0] == 1.0
-    assert dog[200, 400] == 0 and masks[1][0][50, 450] == 0.5
+    assert dog[300, 200] == dog[599, 799] == 1.0 and dog[0, 0] == 1.0 and masks[1][0][0, 450] == 1.0
+    # outlines only: inside a box the object's own pixels are shown untinted
+    assert dog[450, 500] == 0 and dog[200, 400] == 0 and masks[1][0][50, 450] == 0
 
 
 def test_help_describes_every_option_and_the_script_imports_neither_demo_nor_main():

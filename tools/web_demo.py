@@ -3,9 +3,12 @@
     pip install -e ".[web]"                                   # Gradio: an optional extra
     python tools/web_demo.py --start_from save/world          # then open http://127.0.0.1:7860
     python tools/web_demo.py --start_from save/coco --detector_weights frcnn.pth --host 0.0.0.0
+    python tools/web_demo.py --start_from save/world save/world_zh     # English and Chinese (中文)
 
-A Gradio app. The page shows the picture with its grounded boxes (one colour per class), the
-caption with its [visual words], the grounding as a table and the result's JSON behind a fold.
+A Gradio app. The page shows the picture with its grounded boxes outlined (one colour per class,
+the objects' own pixels untouched), the caption with its [visual words], the grounding as a table
+and the result's JSON behind a fold. Given several runs, one per caption language, the page first
+offers the language (中文 / English) and captions with that language's run.
 The same function is an API endpoint, `/caption` (see the README for a `gradio_client` call; the
 page's footer links to its API page).
 
@@ -91,8 +94,9 @@ def palette(names: list[str]) -> dict[str, str]:
 
 def display_picture(image: Image.Image, grounding: list[dict], lo: int = 480, hi: int = 800, border: int = 3):
     """The picture scaled so its long side is within [lo, hi] (a 128-px world image is hard to see,
-    a 12-megapixel photo too heavy to annotate), and one (mask, class) annotation per class: its
-    grounded boxes filled at half opacity with opaque borders, so the legend names each class once."""
+    a 12-megapixel photo too heavy to annotate), and one (mask, class) annotation per class: the
+    outlines of its grounded boxes, opaque, and nothing inside them, so that the object keeps its
+    own colour (a filled tint turned a "yellow [kite]" salmon) and the legend names each class once."""
     long = max(image.size)
     k = lo / long if long < lo else hi / long if long > hi else 1.0
     if k != 1.0:
@@ -105,11 +109,8 @@ def display_picture(image: Image.Image, grounding: list[dict], lo: int = 480, hi
         x2, y2 = min(max(x2, x1 + 1), image.width), min(max(y2, y1 + 1), image.height)
         boxes.append((g["class"], x1, y1, x2, y2))
     masks: dict[str, np.ndarray] = {}
-    for c, x1, y1, x2, y2 in boxes:                                  # fills first, borders over them
-        m = masks.setdefault(c, np.zeros((image.height, image.width), np.float32))    # (H, W) opacity
-        m[y1:y2, x1:x2] = np.maximum(m[y1:y2, x1:x2], 0.5)
     for c, x1, y1, x2, y2 in boxes:
-        m = masks[c]
+        m = masks.setdefault(c, np.zeros((image.height, image.width), np.float32))    # (H, W) opacity
         m[y1:y2, x1:x1 + border] = m[y1:y2, x2 - border:x2] = 1.0
         m[y1:y1 + border, x1:x2] = m[y2 - border:y2, x1:x2] = 1.0
     return image, [(m, c) for c, m in masks.items()]
@@ -147,15 +148,40 @@ def as_dict(result) -> dict:
     return result.to_dict() if hasattr(result, "to_dict") else dict(result)
 
 
+def language_name(cap) -> str:
+    """The name of a run's caption language, as the page offers it (中文, English)."""
+    return cap.vocab.language.name
+
+
 class WebCaptioner:
-    """The page's function: an upload and the decoding options -> the four outputs."""
+    """The page's function: an upload, the decoding options and the language -> the four outputs.
+    `cap`: one NBTCaptioner, or several (one per caption language: the page's language choice)."""
 
     def __init__(self, cap, limits: Limits = Limits()):
-        self.cap, self.limits = cap, limits
+        caps = list(cap) if isinstance(cap, (list, tuple)) else [cap]
+        self.runs: dict[str, object] = {}
+        for c in caps:
+            name = language_name(c)
+            if name in self.runs:
+                raise ConfigError(f"two runs caption in {name}: give one run per language")
+            self.runs[name] = c
+        self.cap, self.limits = caps[0], limits
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.runs)
+
+    def run_for(self, language: str | None):
+        if not language:
+            return self.cap
+        if language not in self.runs:
+            raise DataError(f"language {language!r} is not one of {', '.join(self.runs)}")
+        return self.runs[language]
 
     def caption(self, path: str | Path, beam_size: int = 3, cbs: bool = False, cbs_mode: str = "all",
-                cbs_tag_size: int = 3) -> tuple[dict, Image.Image]:
+                cbs_tag_size: int = 3, language: str | None = None) -> tuple[dict, Image.Image]:
         """(the result as a dict, the decoded image); DataError for bad input."""
+        cap = self.run_for(language)
         beam_size, cbs_tag_size = whole("beam_size", beam_size), whole("cbs_tag_size", cbs_tag_size)
         cbs = cbs is True or str(cbs).lower() in ("true", "1")           # JSON true, or "true" from a form
         if not 1 <= beam_size <= MAX_BEAM:
@@ -165,11 +191,11 @@ class WebCaptioner:
         if not 1 <= cbs_tag_size <= 3:
             raise DataError(f"cbs_tag_size {cbs_tag_size} is not within 1..3")
         image = read_upload(path, self.limits)
-        result = self.cap.generate([image], beam_size=beam_size, cbs=cbs, cbs_mode=cbs_mode,
-                                   cbs_tag_size=cbs_tag_size)[0]
+        result = cap.generate([image], beam_size=beam_size, cbs=cbs, cbs_mode=cbs_mode,
+                              cbs_tag_size=cbs_tag_size)[0]
         return as_dict(result), image
 
-    def page(self, image, beam_size=3, cbs=False, cbs_mode="all", cbs_tag_size=3):
+    def page(self, image, beam_size=3, cbs=False, cbs_mode="all", cbs_tag_size=3, language=None):
         """Gradio's handler (preprocess=False: `image` is Gradio's file dict, or a path): the
         annotated picture, the caption segments, the grounding table and the JSON; gr.Error for
         bad input, shown on the page and returned by the API."""
@@ -177,7 +203,7 @@ class WebCaptioner:
         if not path:
             raise gr.Error("no image: upload a photo or click an example")
         try:
-            result, image = self.caption(path, beam_size, cbs, cbs_mode, cbs_tag_size)
+            result, image = self.caption(path, beam_size, cbs, cbs_mode, cbs_tag_size, language)
         except DataError as err:                      # bad input or no detector for a photo
             raise gr.Error(str(err)) from None
         picture = display_picture(image, result["grounding"])
@@ -203,8 +229,11 @@ def example_images(cap, limit: int) -> list[str]:
 
 
 def build_app(web: WebCaptioner, *, run: str, examples: list[str], concurrency: int = 1):
-    """The page: inputs on the left, outputs on the right, the JSON behind a fold. `run`: its name."""
-    colours = palette(list(web.cap.classes.names))
+    """The page: inputs on the left, outputs on the right, the JSON behind a fold. `run`: its name.
+    With runs in several languages, a language choice (elem_id "language") comes first."""
+    colours = {}
+    for cap in web.runs.values():
+        colours.update(palette(list(cap.classes.names)))
     # delete_cache: every hour, delete uploads and outputs older than a day from Gradio's cache
     with gr.Blocks(title="Neural Baby Talk", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown(f"## Neural Baby Talk: grounded captions\nRun `{run}`: upload or drag a photo, "
@@ -212,6 +241,8 @@ def build_app(web: WebCaptioner, *, run: str, examples: list[str], concurrency: 
                     "the picture; its class is shown beside it, in the box's colour.")
         with gr.Row():
             with gr.Column(scale=2):
+                language = gr.Radio(web.languages, value=web.languages[0], elem_id="language",
+                                    label="Language / 语言 (首先选择语言)", visible=len(web.languages) > 1)
                 image = gr.Image(type="filepath", image_mode=None, label="Photo", sources=["upload"],
                                  height=320)
                 with gr.Row():
@@ -232,18 +263,21 @@ def build_app(web: WebCaptioner, *, run: str, examples: list[str], concurrency: 
                                      elem_id="grounding")
                 with gr.Accordion("JSON", open=False):
                     result = gr.JSON(label="Result")
-        inputs, outputs = [image, beam, cbs, mode, tag_size], [picture, caption, table, result]
+        inputs, outputs = [image, beam, cbs, mode, tag_size, language], [picture, caption, table, result]
         common = dict(inputs=inputs, outputs=outputs, preprocess=False, concurrency_id="caption",
                       concurrency_limit=concurrency)
         button.click(web.page, api_name="caption", **common)
         image.change(web.page_on_change, api_visibility="private", **common)
+        language.change(web.page_on_change, api_visibility="private", **common)
     return app
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="The web page (Gradio): upload a photo, get its grounded caption.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--start_from", default="save/world", help="run directory (or .pth file) to caption with")
+    p.add_argument("--start_from", nargs="+", default=["save/world"],
+                   help="run directories (or .pth files) to caption with, one per caption language "
+                        "(e.g. save/world save/world_zh: the page offers English and 中文)")
     p.add_argument("--detector_weights", default="",
                    help="Faster R-CNN weights for photos (default: the run's own setting)")
     p.add_argument("--device", default="", help="cpu or cuda (default: the run's --cuda setting)")
@@ -267,14 +301,16 @@ def main(argv: list[str] | None = None) -> int:
             if not getattr(args, name) > 0:
                 raise ConfigError(f"--{name} must be positive (got {getattr(args, name)})")
         overrides = {"detector_weights": args.detector_weights} if args.detector_weights else {}
-        cap = NBTCaptioner.from_pretrained(args.start_from, device=args.device or None, **overrides)
+        caps = [NBTCaptioner.from_pretrained(run, device=args.device or None, **overrides)
+                for run in args.start_from]
+        limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
+        web = WebCaptioner(caps, limits)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    limits = Limits(max_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6))
-    examples = example_images(cap, args.examples)
-    app = build_app(WebCaptioner(cap, limits), run=cap.opt.id or args.start_from, examples=examples,
-                    concurrency=args.concurrency)
+    examples = example_images(caps[0], args.examples)
+    names = ", ".join(c.opt.id or r for c, r in zip(caps, args.start_from))
+    app = build_app(web, run=names, examples=examples, concurrency=args.concurrency)
     app.queue(default_concurrency_limit=args.concurrency, max_size=args.queue_size)
     app.launch(server_name=args.host, server_port=args.port, max_file_size=limits.max_bytes,
                share=False, ssr_mode=False, show_error=False)      # examples are copied to Gradio's cache
