@@ -19,7 +19,7 @@ import torch
 
 import py2pickle
 from conftest import COCO_MINI, ROOT, world_options
-from nbt.misc.config import ConfigError, build_options, parse_options
+from nbt.misc.config import ConfigError, build_options
 from nbt.misc.io import DataError
 
 ORIGINAL_CFGS = Path(__file__).parent / "fixtures" / "original_nbt" / "cfgs"
@@ -94,7 +94,7 @@ def newcomer(tmp_path_factory):
     ann = "data/coco-mini/annotations"
     r = run_in(work, ROOT / "prepro" / "prepro_dic_coco.py", "--captions_json", f"{ann}/captions_train2017.json",
                f"{ann}/captions_val2017.json", "--class_name_file", "data/coco/coco_class_name.txt",
-               "--word_count_threshold", "1", "--output_dic", "data/coco_mini/dic_coco_mini.json",
+               "--word_count_threshold", "0", "--output_dic", "data/coco_mini/dic_coco_mini.json",
                "--output_cap", "data/coco_mini/cap_coco_mini.json",
                "--output_df", "data/coco_mini/coco_mini-train-df.json", "--quiet")
     assert r.returncode == 0, r.stderr
