@@ -354,7 +354,8 @@ def end_epoch(run: Run, stats: dict, lr: float, durations: list[float]) -> None:
         line += f" | val CIDEr {100 * scores['CIDEr']:.1f} B4 {100 * scores['Bleu_4']:.1f}"
         g = result["grounding"]
         if g["visual_words"]:
-            line += f" grounding {100 * g['grounding_accuracy']:.1f} ({g['grounded_words']} of {g['visual_words']} words)"
+            line += (f" grounding {100 * g['grounding_accuracy']:.1f} ({g['grounded_words']} of "
+                     f"{g['visual_words']} words)")
         else:
             line += " grounding - (0 visual words)"
         best = scores["CIDEr"] > state.best_score

@@ -194,7 +194,8 @@ def test_evaluating_through_a_cfg_of_another_size_keeps_the_runs_geometry(world_
         dic = json.loads((world_dir / "dic_world.json").read_text())
         row = {im["id"]: i for i, im in enumerate(dic["images"])}
         reader = ProposalReader(world_dir / "world_detection.h5", [im["id"] for im in dic["images"]], 8)
-        boxes = [(g["box"], reader.rows(row[p["image_id"]])[:, :4]) for p in result["imgToEval"] for g in p["grounding"]]
+        boxes = [(g["box"], reader.rows(row[p["image_id"]])[:, :4])
+                 for p in result["imgToEval"] for g in p["grounding"]]
         assert len(boxes) >= 6
         for box, props in boxes:
             assert np.abs(props - np.array(box)).max(1).min() < 0.02, (box, props[:3])
