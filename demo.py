@@ -16,6 +16,10 @@ proposals scoring at least --demo_min_score, at most --demo_max_boxes, in grey; 
 underneath with its [visual words] in their boxes' colours; Chinese text in a CJK font found on
 the machine, `cjk_font`), <demo_out>/<name>.json (the
 CaptionResult, boxes in the image's pixels) and <demo_out>/visu.json (all of them).
+The original demo.py's options keep their meaning: --id names the run save/<id> (without
+--start_from), --load_best_score False takes model.pth, --image_path is where the run's images are,
+--det_oracle uses their GT boxes as proposals; --cnn_backend and --data_path are accepted with a
+note (the checkpoint defines both here).
 Exit status: 0 when at least one image was captioned (skipped ones are listed), 2 when none
 could be (or on a bad option or file).
 """
@@ -38,12 +42,15 @@ from nbt.misc.io import DataError, atomic_path, atomic_write_json, read_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEMO_KEYS = ("start_from", "demo_path", "demo_out", "demo_max_images", "demo_detections", "detector_weights",
-             "beam_size", "cbs", "cbs_mode", "cbs_tag_size", "demo_min_score", "demo_max_boxes", "cuda")
+             "beam_size", "cbs", "cbs_mode", "cbs_tag_size", "demo_min_score", "demo_max_boxes", "cuda",
+             # the original demo.py's options besides those above
+             "id", "load_best_score", "image_path", "det_oracle", "cnn_backend", "data_path")
 DEMO_DEFAULTS = {"start_from": "save/world"}
 
 
 def demo_help() -> str:
-    return format_help("demo.py", __doc__.strip(), DEMO_DEFAULTS, keys=DEMO_KEYS)
+    shown = {**DEMO_DEFAULTS, **{k: "the run's" for k in ("image_path", "cnn_backend", "data_path")}}
+    return format_help("demo.py", __doc__.strip(), shown, keys=DEMO_KEYS)
 
 
 def parse_args(argv: list[str]) -> tuple[dict, set[str]]:
@@ -238,12 +245,17 @@ def detections_by_name(path: str, cap) -> dict[str, np.ndarray]:
     from nbt.misc.detector import detections_from_json
     entries = read_json(path)
     table = detections_from_json(entries, cap.classes, path)
-    return {e.get("file_name", ""): table[int(e["image_id"])] for e in entries}
+    if any(not isinstance(e, dict) or "file_name" not in e for e in entries):
+        raise DataError(f"{path}: an entry has no file_name, which matches detections to images here "
+                        "(coco-mini's format; the original's names image ids only: import it with "
+                        "prepro/prepro_det.py --from_json)")
+    return {e["file_name"]: table[int(e["image_id"])] for e in entries}
 
 
-def prepare(paths: list[Path], cap, detections: str) -> tuple[list, list]:
+def prepare(paths: list[Path], cap, detections: str, oracle: bool = False) -> tuple[list, list]:
     """Each image read and its proposals found -> kept [(path, image, rows or None: the
-    captioner finds them)] and skipped [(path, reason)]."""
+    captioner finds them)] and skipped [(path, reason)]. `oracle`: the GT boxes of the run's
+    own images are the proposals (the paper's oracle rows)."""
     from nbt.misc.proposals import validate_proposals
     from nbt.misc.transforms import open_image
     table = detections_by_name(detections, cap) if detections else None
@@ -255,7 +267,13 @@ def prepare(paths: list[Path], cap, detections: str) -> tuple[list, list]:
             skipped.append((path, str(err)))
             continue
         rows = None
-        if table is not None:
+        if oracle:
+            rows = cap.ground_truth(path)
+            if rows is None or not len(rows):
+                skipped.append((path, "--det_oracle: no ground-truth boxes for it (not an image of the run's "
+                                      "data set, or none annotated)"))
+                continue
+        elif table is not None:
             if path.name not in table:
                 skipped.append((path, f"no detections for it in {detections}"))
                 continue
@@ -292,17 +310,39 @@ def output_names(paths: list[Path]) -> list[str]:
     return [p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in paths]
 
 
+def checkpoint_of(args: dict, given: set[str]) -> Path:
+    """The checkpoint to caption with: --start_from (or, as the original's demo did with its run
+    id, save/<--id>), its model-best.pth or, with --load_best_score False, its model.pth."""
+    run = Path(args["start_from"] if "start_from" in given or not args["id"] else Path("save") / args["id"])
+    if "id" in given and "start_from" in given:
+        note("--id has no effect with --start_from: a run folder's checkpoints carry no id in their names")
+    if run.is_dir():
+        names = ("model-best.pth", "model.pth") if args["load_best_score"] else ("model.pth", "model-best.pth")
+        return next((run / n for n in names if (run / n).is_file()), run)
+    return run
+
+
+def note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
 def run(args: dict, given: set[str]) -> int:
     from nbt.misc.api import NBTCaptioner
     out_dir = Path(args["demo_out"])
     if args["demo_path"]:
         check_out_dir(out_dir, [Path(args["demo_path"])])
-    overrides = {k: args[k] for k in ("detector_weights", "cuda") if k in given}
-    cap = NBTCaptioner.from_pretrained(args["start_from"], **overrides)
+    overrides = {k: args[k] for k in ("detector_weights", "cuda", "image_path") if k in given}
+    cap = NBTCaptioner.from_pretrained(checkpoint_of(args, given), **overrides)
+    if "cnn_backend" in given and args["cnn_backend"] != cap.opt.cnn_backend:
+        note(f"--cnn_backend {args['cnn_backend']} has no effect: the checkpoint defines the CNN "
+             f"({cap.opt.cnn_backend})")
+    if "data_path" in given:
+        note("--data_path has no effect in the demo: the run's data files are those its checkpoint names "
+             "(--image_path: where its images are)")
     limit = args["demo_max_images"]
     paths = list_images(Path(args["demo_path"]), limit) if args["demo_path"] else default_images(cap, limit)
     check_out_dir(out_dir, paths)
-    kept, skipped = prepare(paths, cap, args["demo_detections"])
+    kept, skipped = prepare(paths, cap, args["demo_detections"], oracle=args["det_oracle"])
     if not kept and len(skipped) == 1:
         raise DataError(f"{skipped[0][0]}: {skipped[0][1]}")
     report_skips(skipped)

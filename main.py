@@ -25,7 +25,7 @@ from pathlib import Path  # noqa: E402
 if __package__ in (None, ""):   # `python main.py` from a checkout: `nbt` is this checkout
     import _checkout  # noqa: F401
 
-from nbt.misc.config import ConfigError, build_options, format_help, help_defaults
+from nbt.misc.config import ConfigError, format_help, help_defaults, parse_options
 from nbt.misc.io import DataError
 
 DEFAULT_CFG = "cfgs/world.yml" if Path("cfgs/world.yml").is_file() else str(Path(__file__).resolve().parent / "cfgs" / "world.yml")
@@ -35,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         if "-h" in argv or "--help" in argv:
             print(format_help("main.py", __doc__.strip().splitlines()[0], help_defaults(argv, DEFAULT_CFG)))
             return 0
-        opt = build_options(argv, default_cfg=DEFAULT_CFG)
+        opt, cli_keys = parse_options(argv, default_cfg=DEFAULT_CFG)
+        from nbt.misc.session import Interrupted, inference, train
+        if opt.inference_only:                    # the data is the checkpoint's (session.inference)
+            inference(opt, cli_keys=cli_keys)
+            return 0
         from nbt.prepro.prepare_world import ensure_world     # torch and the generator: not for --help
         ensure_world(opt)
-        from nbt.misc.session import Interrupted, inference, train
-        if opt.inference_only:
-            inference(opt)
-            return 0
         try:
             run = train(opt)
         except Interrupted as stop:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoints in {run['dir']}")
         if opt.eval_split and not run["state"]["stop"]:
             from dataclasses import replace
-            inference(replace(opt, start_from=run["dir"], id=Path(run["dir"]).name, resume_epoch=-1))
+            inference(replace(opt, start_from=run["dir"], id=Path(run["dir"]).name, resume_epoch=-1), cli_keys=cli_keys)
     except (ConfigError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -103,19 +103,30 @@ class OwnImages:
         self.opt, self.num_classes = opt, num_classes
         self._lock = threading.Lock()
         self._by_path: dict[str, int] | None = None
+        self._ids: list[int] = []
         self._by_pixels: dict[str, int] | None = None
 
-    def _files(self) -> list[Path]:
-        if not Path(self.opt.proposal_h5).is_file() or not Path(self.opt.input_dic).is_file():
+    def _files(self, need_detections: bool = True) -> list[Path]:
+        if need_detections and not Path(self.opt.proposal_h5).is_file() or not Path(self.opt.input_dic).is_file():
             return []                                      # no own detections to use
         root = Path(self.opt.image_path)
-        return [root / im["file_path"] for im in read_json(self.opt.input_dic)["images"]]
+        images = read_json(self.opt.input_dic)["images"]
+        self._ids = [int(im["id"]) for im in images]
+        return [root / im["file_path"] for im in images]
 
-    def row_of_path(self, path: str | Path) -> int | None:
+    def row_of_path(self, path: str | Path, need_detections: bool = True) -> int | None:
+        """The data-set row of an image file; with need_detections, only when the run has its
+        detection h5 (else there is nothing of its own to use for the image)."""
+        if need_detections and not Path(self.opt.proposal_h5).is_file():
+            return None
         with self._lock:
             if self._by_path is None:
-                self._by_path = {str(p.resolve()): i for i, p in enumerate(self._files())}
+                self._by_path = {str(p.resolve()): i for i, p in enumerate(self._files(need_detections=False))}
         return self._by_path.get(str(Path(path).resolve()))
+
+    def image_id(self, row: int) -> int:
+        """The image id of a row found by row_of_path."""
+        return self._ids[row]
 
     def row_of_pixels(self, image: Image.Image) -> int | None:
         with self._lock:
@@ -183,6 +194,7 @@ class NBTCaptioner:
         self.model, self.opt, self.vocab, self.classes = model, opt, vocab, classes
         self.held_out, self.device = held_out, device
         self.own = OwnImages(opt, classes.num_classes)
+        self._boxes = None
         self._detector = None
         self._detector_error: DataError | None = None
 
@@ -222,6 +234,22 @@ class NBTCaptioner:
         if self._detector_error is not None:
             raise DataError(str(self._detector_error))
         return self._detector
+
+    def ground_truth(self, path: str | Path) -> np.ndarray | None:
+        """(G, 6) rows [x1, y1, x2, y2, class, 1.0] of the GT boxes of an image of the run's data
+        set (found by its resolved path; the paper's oracle proposals, det_oracle), or None for
+        an image outside it. The run's instance files are read once (their npz cache)."""
+        row = self.own.row_of_path(path, need_detections=False)
+        if row is None:
+            return None
+        if self._boxes is None:
+            from nbt.misc.annotations import BoxIndex
+            from nbt.misc.npz_cache import cache_path
+            if not self.opt.instances_json:
+                raise DataError("det_oracle needs the run's GT boxes, and its config names no instances_json")
+            self._boxes = BoxIndex.load(self.opt.instances_json, self.classes, cache_path(self.opt.input_dic, "boxes"))
+        boxes, cls = self._boxes.get(self.own.image_id(row))[:2]
+        return np.concatenate([boxes, cls[:, None], np.ones((len(cls), 1))], 1).astype(np.float32)
 
     def own_proposals(self, image, pil: Image.Image | None = None) -> np.ndarray | None:
         """The run's own detections of `image` when it is an image of the run's data set, else None.

@@ -2,6 +2,7 @@
 
 `build_captioner(opt, data)` picks the decoder from `att_model`:
   topdown        NBT (pointer, sentinel, slot heads) - the default
+  att2in2        the original's one-LSTM att2in2 core with NBT's pointer and slot heads
   updown_plain   the same top-down decoder with no pointer and no slot heads (benchmark baseline)
   showtell       Show-and-Tell baseline          aoanet   AoANet baseline
 """
@@ -72,11 +73,12 @@ def build_captioner(opt, *, vocab_size: int, num_classes: int, fine_class: list[
         decoder = NBTDecoder(**common, region_grouping=opt.region_grouping)
     elif opt.att_model == "updown_plain":
         decoder = NBTDecoder(**common, pointer=False)
-    elif opt.att_model in ("showtell", "aoanet"):
+    elif opt.att_model in ("showtell", "aoanet", "att2in2"):
         from nbt.misc.baselines import build_baseline
-        decoder = build_baseline(opt.att_model, heads=opt.aoa_heads, refine_layers=opt.aoa_refine_layers, **common)
+        decoder = build_baseline(opt.att_model, heads=opt.aoa_heads, refine_layers=opt.aoa_refine_layers,
+                                 region_grouping=opt.region_grouping, **common)
     else:
-        raise ValueError(f"unknown att_model '{opt.att_model}' (topdown, updown_plain, showtell, aoanet)")
+        raise ValueError(f"unknown att_model '{opt.att_model}' (topdown, att2in2, updown_plain, showtell, aoanet)")
     return Captioner(None if opt.cached_features else backbone, decoder, cached=bool(opt.cached_features))
 
 

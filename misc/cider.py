@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from nbt.misc.io import DataError, read_json
+from nbt.misc.legacy_pickle import NGRAM_PICKLE_TYPES, load_legacy_pickle
 
 N_MAX = 4
 SIGMA = 6.0
@@ -77,6 +81,72 @@ def document_frequency_plain(refs: list[list[str]], n_max: int = N_MAX) -> dict:
             seen.update(" ".join(t[i:i + n]) for n in range(1, n_max + 1) for i in range(len(t) - n + 1))
         df.update(seen)
     return {"ref_len": math.log(float(max(len(refs), 1))), "df": dict(df)}
+
+
+EOS_TOKENS = ("0", "<eos>")       # the end token the original's prepro_ngrams.py appended to every reference
+
+
+def resolve_cached_tokens(name: str) -> Path:
+    """`cached_tokens` -> its file: a path, or a name as the original gave it, which read
+    data/<name>.p (cfgs/normal_coco_res101.yml: coco-train-idxs = data/coco-train-idxs.p)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    legacy = Path("data") / f"{name}.p"
+    if legacy.is_file():
+        return legacy
+    raise DataError(f"file not found: {name} (cached_tokens; nor the original's place for that name, {legacy})")
+
+
+def read_document_frequency(name: str, ix_to_word: dict[int, str], train_refs=None) -> dict:
+    """The document frequencies `cached_tokens` names -> `document_frequency`'s format:
+    - a JSON file (prepro_dic_coco.py --output_df), as it is;
+    - a pickle of the original's prepro_ngrams.py ({'document_frequency': {n-gram tuple: images},
+      'ref_len': images}, Python 2), read by misc/legacy_pickle (no code runs). Its `-idxs` file
+      keys n-grams by word ids (str) of the dic it was made with, its `-words` file by words; ids
+      are mapped with `ix_to_word` (the run's dic, which must be that dic: `train_refs`, the
+      training images' token lists, check it), n-grams with the end token it appended to every
+      reference are dropped (captions here are scored without one), and ref_len, the number of
+      reference images, becomes its log (the original's pycider used the count itself as the log)."""
+    path = resolve_cached_tokens(name)
+    with open(path, "rb") as f:
+        head = f.read(1)
+    if path.suffix == ".json" or head in (b"{", b" ", b"\n"):
+        return read_json(path)
+    data = load_legacy_pickle(path, NGRAM_PICKLE_TYPES)
+    if not isinstance(data, dict) or not isinstance(data.get("document_frequency"), dict) \
+            or not isinstance(data.get("ref_len"), (int, float)) or not data["ref_len"] > 0:
+        raise DataError(f"{path}: not the original's n-gram file (a dict of 'document_frequency' and 'ref_len' > 0)")
+    grams = data["document_frequency"]
+    if not all(isinstance(g, tuple) and 0 < len(g) <= N_MAX and all(isinstance(w, str) for w in g) for g in grams):
+        raise DataError(f"{path}: 'document_frequency' keys are not n-grams (tuples of 1 to {N_MAX} strings)")
+    by_ids = bool(grams) and all(w.isdigit() for g in grams for w in g)
+    if by_ids:
+        unknown = sorted({w for g in grams for w in g if w != "0" and int(w) not in ix_to_word}, key=int)
+        if unknown:
+            raise DataError(f"{path}: word id {unknown[0]} is not in the vocabulary of the run's dic "
+                            f"({len(unknown)} ids in all): it was made with another dic")
+        words = {w: ix_to_word[int(w)] for g in grams for w in g if w != "0"}
+    df = {" ".join(words[w] if by_ids else w for w in g): float(n) for g, n in grams.items()
+          if not any(w in EOS_TOKENS for w in g)}
+    if by_ids and train_refs is not None:
+        check_df_fits(df, train_refs, path)
+    return {"ref_len": math.log(float(data["ref_len"])), "df": df}
+
+
+def check_df_fits(df: dict, train_refs, path, top: int = 10) -> None:
+    """The document frequencies of word ids mapped through the run's dic must look like the run's
+    training references: most of the 10 unigrams in the most images must be among the 50 there."""
+    ours: Counter = Counter()
+    for sents in train_refs:
+        ours.update({t for s in sents for t in s})
+    common = {w for w, _ in ours.most_common(5 * top)}
+    theirs = [g for g in sorted(df, key=lambda g: -df[g]) if " " not in g and g != "UNK"][:top]
+    if len([w for w in theirs if w in common]) < len(theirs) / 2:
+        raise DataError(f"{path}: read through the run's dic its word ids give the n-grams "
+                        f"{', '.join(theirs[:5])} ... as the most frequent, which the training captions are "
+                        "not: it was made with another dic (use that dic, or write this dic's with "
+                        "prepro_dic_coco.py --output_df)")
 
 
 _PAD = np.iinfo(np.int64).max

@@ -7,6 +7,12 @@ line):
 
     defaults  <  --path_opt YAML  <  command line
 
+The data options a config does not give default to the original's places under `data_path`
+(`DATA_LAYOUT`: coco -> data/coco/cap_coco.json, data/coco/annotations/instances_{train,val}2014.json,
+data/coco/coco_class_name.txt ...), and `instances_json` first to the files prepro recorded in the
+dic. A config that sets `checkpoint_path` but no `id` (the original's files: its checkpoint_path
+was the run folder) names the run folder itself.
+
 The command line accepts an unambiguous prefix of an option, as the original's argparse did
 (`--max_epoch 30` is `--max_epochs 30`). An unknown key, an ambiguous prefix, a value outside an
 option's choices or range is a one-line `ConfigError` naming the nearest valid names, raised before
@@ -18,11 +24,12 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -41,6 +48,8 @@ def _o(default, help: str, *, choices: tuple = (), lo=None, hi=None, lo_open: bo
 
 
 SPLITS = ("train", "val", "test")
+DATASETS = ("world", "coco", "flickr30k")
+POINTER_DECODERS = ("topdown", "att2in2")      # decoders with visual slots (pointer, plural and fine-grained heads)
 CNN_BACKENDS = ("tiny", "res18", "res50", "res101", "vgg16", "inception_v3", "densenet121", "densenet161")
 
 
@@ -48,14 +57,18 @@ CNN_BACKENDS = ("tiny", "res18", "res50", "res101", "vgg16", "inception_v3", "de
 class Options:
     # --- data and I/O -----------------------------------------------------------------
     path_opt: str = _o("", "YAML config file read before the command line (default: cfgs/world.yml)")
-    dataset: str = _o("world", "data set kind; 'world' is generated on first use into data/world",
-                      choices=("world", "coco", "flickr30k"))
+    dataset: str = _o("world", "data set kind; 'world' is generated on first use into data/world; the data "
+                      "options not given default to its places under data_path", choices=DATASETS)
+    data_path: str = _o("data", "root of the data sets: input_json, input_dic, image_path, proposal_h5, "
+                        "instances_json, class_name_file and cached_tokens default to the original's places "
+                        "under it, e.g. <data_path>/coco/cap_coco.json (changed: the original's default was '')")
     input_json: str = _o("data/world/cap_world.json", "captions file cap_*.json (one caption list per image)")
     input_dic: str = _o("data/world/dic_world.json", "dic_*.json: vocabulary, visual words, images and splits")
     image_path: str = _o("data/world/images", "folder the dic's image file_path entries are relative to")
     proposal_h5: str = _o("data/world/world_detection.h5", "detection h5 (dets_labels N x 100 x 6, dets_num, nms_num)")
     instances_json: list = _o(["data/world/annotations/instances_world.json"],
-                              "COCO-style instance files giving the GT boxes (comma-separated list)")
+                              "COCO-style instance files giving the GT boxes (comma-separated list); default: "
+                              "the files prepro recorded in the dic, else the data set's place under data_path")
     class_name_file: str = _o("data/world/world_class_name.txt",
                               "class-name file: one line per class, comma-separated fine-grained words")
     language: str = _o("", "caption language of the data: en, zh; '' = the dic's own (its 'language' key, "
@@ -71,14 +84,17 @@ class Options:
     dcc_annotations: str = _o("", "NOC F1: folder of DCC's captions_split_set_<object>_val_<split>_"
                               "{novel,train}2014.json (the original's <data_path>/coco_noc/annotations); "
                               "'' = DCC's novel / train images derived from the split's references")
-    att_model: str = _o("topdown", "decoder: topdown = NBT; updown_plain, showtell, aoanet = baselines",
-                        choices=("topdown", "updown_plain", "showtell", "aoanet"))
+    att_model: str = _o("topdown", "decoder: topdown = NBT; att2in2 = NBT with the original's one-LSTM att2in2 "
+                        "core; updown_plain, showtell, aoanet = baselines",
+                        choices=("topdown", "att2in2", "updown_plain", "showtell", "aoanet"))
     num_workers: int = _o(2, "DataLoader worker processes (changed: the original used 10)", lo=0)
     cuda: bool = _o(True, "use the GPU when one exists (the CPU otherwise)")
     mGPUs: bool = _o(False, "several GPUs: runs use DistributedDataParallel, started with "
                      "torchrun --nproc_per_node N main.py ...")
     cached_tokens: str = _o("data/world/world-train-df.json",
-                            "CIDEr-D document frequencies of the training references (SCST reward), JSON")
+                            "CIDEr-D document frequencies of the training references (SCST reward): the JSON of "
+                            "prepro_dic_coco.py --output_df, or the original's prepro_ngrams.py pickle, by path or "
+                            "by its name as the original gave it (coco-train-idxs = data/coco-train-idxs.p)")
     cached_features: str = _o("", "folder of precomputed CNN features (prepro/prepro_features.py); "
                               "'' = run the CNN")
     seed: int = _o(123, "random seed of the run (initialisation, shuffling, crops, sampling)")
@@ -153,7 +169,8 @@ class Options:
                          choices=("",) + SPLITS)
     inference_only: bool = _o(False, "evaluate --start_from on --eval_split and exit")
     val_every_epoch: int = _o(1, "validate every N epochs (0 = never; changed: the original used 3)", lo=0)
-    checkpoint_path: str = _o("save", "folder holding the run folders")
+    checkpoint_path: str = _o("save", "folder holding the run folders; a config or command line that sets it "
+                              "(other than save) without an id names the run folder itself, as the original did")
     load_best_score: bool = _o(True, "evaluate / demo from model-best.pth (else model.pth)")
     disp_interval: int = _o(100, "print a progress line (iteration, losses, speed, time left) every N "
                             "iterations (0 = never)", lo=0)
@@ -216,7 +233,6 @@ DEAD_OPTIONS = {
     "cnn_optim": "the CNN uses the same optimiser kind as the decoder",
     "cider_df": "the SCST document frequencies come from --cached_tokens",
     "val_images_use": "validation uses the whole split (see --eval_max_images)",
-    "data_path": "every path option is given on its own",
     "num_layers": "NBT's decoder always has its two LSTM layers",
     "fc_feat_size": "the feature size is read from the CNN",
 }
@@ -395,8 +411,18 @@ def parse_cli(argv: list[str], keys=None) -> dict[str, Any]:
     return out
 
 
+class ParsedOptions(NamedTuple):
+    opt: Options
+    cli_keys: frozenset          # the options the command line gave (they win over a checkpoint's too)
+
+
 def build_options(argv: list[str] | None = None, default_cfg: str | None = None) -> Options:
     """defaults < YAML (--path_opt, else `default_cfg`) < command line; every value checked."""
+    return parse_options(argv, default_cfg).opt
+
+
+def parse_options(argv: list[str] | None = None, default_cfg: str | None = None) -> ParsedOptions:
+    """build_options, and which options the command line gave."""
     cli = parse_cli(list(sys.argv[1:] if argv is None else argv))
     path_opt = cli.get("path_opt", default_cfg or "")
     values: dict[str, Any] = {}
@@ -404,16 +430,123 @@ def build_options(argv: list[str] | None = None, default_cfg: str | None = None)
         values.update(load_yaml(path_opt))
         if "start_from" in {**values, **cli} and "id" not in cli:
             values.pop("id", None)    # a resumed or evaluated run keeps its folder's name (not the config's id)
+    from_file = set(values) - set(cli)
     values.update(cli)
     values["path_opt"] = path_opt
+    values.update(original_run_folder(values))
     opt = options_from_dict(values)
     check_options(opt)
-    return opt
+    if path_opt:
+        check_foreign_paths(opt, path_opt, from_file, set(cli))
+    return ParsedOptions(opt, frozenset(cli))
 
 
 def options_from_dict(values: dict[str, Any]) -> Options:
-    """Options from a mapping (a checkpoint's saved config included: dead keys are ignored)."""
-    return Options(**{k: coerce(k, v) for k, v in values.items() if k not in DEAD_OPTIONS})
+    """Options from a mapping (a checkpoint's saved config included: dead keys are ignored); the
+    data options it lacks default to the data set's places under data_path (`data_defaults`)."""
+    values = {k: v for k, v in values.items() if k not in DEAD_OPTIONS}
+    return Options(**{k: coerce(k, v) for k, v in {**data_defaults(values), **values}.items()})
+
+
+# Where each data set's files are, relative to data_path: the original's places for COCO and
+# Flickr30k (its cfgs, opts.py and data README), the generator's for the built-in world.
+DATA_LAYOUT: dict[str, dict[str, Any]] = {
+    "world": {"input_json": "world/cap_world.json", "input_dic": "world/dic_world.json",
+              "image_path": "world/images", "proposal_h5": "world/world_detection.h5",
+              "instances_json": ["world/annotations/instances_world.json"],
+              "class_name_file": "world/world_class_name.txt", "cached_tokens": "world/world-train-df.json"},
+    "coco": {"input_json": "coco/cap_coco.json", "input_dic": "coco/dic_coco.json",
+             "image_path": "coco/images", "proposal_h5": "coco/coco_detection.h5",
+             "instances_json": ["coco/annotations/instances_train2014.json",
+                                "coco/annotations/instances_val2014.json"],
+             "class_name_file": "coco/coco_class_name.txt", "cached_tokens": "coco/coco-train-df.json"},
+    # Flickr30k's boxes came from the original's flickr30k_cleaned_class.json, which is not read here
+    "flickr30k": {"input_json": "flickr30k/cap_flickr30k.json", "input_dic": "flickr30k/dic_flickr30k.json",
+                  "image_path": "flickr30k/images", "proposal_h5": "flickr30k/flickr30k_detection.h5",
+                  "instances_json": [], "class_name_file": "flickr30k/flickr30k_class_name.txt",
+                  "cached_tokens": "flickr30k/flickr30k-train-df.json"},
+}
+
+
+def data_defaults(values: dict[str, Any], read_dic: bool = True) -> dict[str, Any]:
+    """The data options `values` does not give: the places of its data set under its data_path;
+    instances_json first from the dic (unless not `read_dic`), when prepro recorded there which
+    instance files belong to it."""
+    dataset = values.get("dataset", default_of("dataset"))
+    if dataset not in DATA_LAYOUT:
+        return {}                                        # coerce() names the valid data sets
+    root = Path(str(values.get("data_path", default_of("data_path")) or "."))
+    out: dict[str, Any] = {}
+    for key, rel in DATA_LAYOUT[dataset].items():
+        if key not in values:
+            out[key] = [str(root / r) for r in rel] if isinstance(rel, list) else str(root / rel)
+    if "instances_json" in out and read_dic:
+        recorded = recorded_instances(str(values.get("input_dic", out.get("input_dic", ""))))
+        if recorded is not None:
+            out["instances_json"] = recorded
+    return out
+
+
+def recorded_instances(dic_path: str) -> list[str] | None:
+    """The instance files prepro_dic_coco.py recorded in a dic (`instances_json`, relative to the
+    dic's folder), or None when the dic records none or cannot be read yet (it is read, with its
+    errors, when the data is loaded)."""
+    path = Path(dic_path)
+    if not dic_path or not path.is_file():
+        return None
+    try:
+        files = json.loads(path.read_text()).get("instances_json")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(files, list) or not files:
+        return None
+    return [str(path.parent / f) for f in files]
+
+
+def original_run_folder(values: dict[str, Any]) -> dict[str, Any]:
+    """The original wrote a run's files straight into checkpoint_path (its cfgs set
+    `checkpoint_path: save/normal_coco_1024_adam` and no id). A checkpoint_path given without an
+    id (other than the default folder of runs, and not when resuming) is therefore the run folder:
+    checkpoint_path = its parent, id = its name."""
+    given = str(values.get("checkpoint_path", "") or "")
+    if values.get("id") or values.get("start_from") or not given:
+        return {}
+    path = Path(given)
+    if path == Path(default_of("checkpoint_path")) or not path.name:
+        return {}
+    return {"checkpoint_path": str(path.parent), "id": path.name}
+
+
+# Options naming files or folders to read, checked for a config file's absolute paths.
+INPUT_PATHS = ("input_json", "input_dic", "image_path", "proposal_h5", "instances_json", "class_name_file",
+               "cached_tokens", "cached_features", "cnn_weights", "glove_path", "start_from", "detector_weights")
+
+
+def check_foreign_paths(opt: Options, path_opt: str, from_file: set[str], from_cli: set[str]) -> None:
+    """A config file's absolute paths of another machine (the original's NOC cfgs name
+    /srv/share/jiasenlu/...) are a one-line error naming the file and the option, before anything
+    is read or written; so are those derived from its absolute data_path."""
+    def problem(key: str, value: str) -> str | None:
+        p = Path(value)
+        if not p.is_absolute():
+            return None
+        if key == "checkpoint_path":                       # written: its nearest existing folder must be writable
+            existing = next(a for a in (p, *p.parents) if a.exists())
+            return None if os.access(existing, os.W_OK) else f"cannot be created ({existing} is not writable)"
+        return None if p.exists() else "does not exist on this machine"
+
+    derived = not ({"data_path"} & from_cli) and "data_path" in from_file
+    for key in (*INPUT_PATHS, "checkpoint_path"):
+        if key in from_cli or not (key in from_file or derived and key in DATA_LAYOUT.get(opt.dataset, {})):
+            continue
+        value = getattr(opt, key)
+        for v in value if isinstance(value, list) else [value]:
+            why = problem(key, v) if v else None
+            if why:
+                via = "" if key in from_file else f" (under its data_path '{opt.data_path}')"
+                flags = f"--{key}" + (" or --data_path" if via else "")
+                raise ConfigError(f"{path_opt}: {key} '{v}'{via} {why}: an absolute path of the machine the file "
+                                  f"was written on? give {flags} on the command line, or edit the file")
 
 
 def check_options(opt: Options) -> None:
@@ -460,5 +593,6 @@ def help_defaults(argv: list[str], default_cfg: str | None) -> dict[str, Any]:
         cli = {}
     path_opt = cli.get("path_opt", default_cfg or "")
     values = {k: coerce(k, v) for k, v in (load_yaml(path_opt) if path_opt else {}).items()}
+    values.update(data_defaults(values, read_dic=False))
     values["path_opt"] = path_opt
     return values

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from nbt.misc.annotations import BoxIndex
 from nbt.misc.calibration import resolve_score_thresholds
 from nbt.misc.captions import CaptionStore, ImageTable, load_captions
-from nbt.misc.config import Options
+from nbt.misc.config import POINTER_DECODERS, Options
 from nbt.misc.dcc import dcc_class_names
 from nbt.misc.detector import ProposalReader, check_proposal_h5
 from nbt.misc.io import DataError, read_json
@@ -129,8 +129,8 @@ class CaptionDataset(Dataset):
             raise DataError(f"{self.opt.input_dic}: split '{split}' has no images")
         self._h5 = None
         self._feats = None
-        # only NBT has visual slots; the baselines read every caption as plain words
-        self.visual_slots = self.opt.att_model == "topdown" if visual_slots is None else visual_slots
+        # only the pointer decoders have visual slots; the baselines read every caption as plain words
+        self.visual_slots = self.opt.att_model in POINTER_DECODERS if visual_slots is None else visual_slots
 
     def __len__(self) -> int:
         return len(self.rows)

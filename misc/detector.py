@@ -1,4 +1,5 @@
-"""Proposals: torchvision Faster R-CNN, detection JSON import, and the original's h5 layout.
+"""Proposals: torchvision Faster R-CNN, detection JSON import (coco-mini's format and the
+original's), and the original's h5 layout.
 
 Row format everywhere: [x1, y1, x2, y2, class, score] in original-image pixels, where `class` is
 the 1..C index of the class-name file line (NOT the COCO category id: issue #55 of the original).
@@ -86,13 +87,16 @@ class FasterRCNN:
 
 
 def detections_from_json(entries: list[dict], classes: ClassNames, path: str = "") -> dict[int, np.ndarray]:
-    """coco-mini's detection JSON ({image_id, width?, height?, detections: [{bbox_xyxy,
-    category_name, score}]}) -> image id -> (K, 6) rows sorted by score.
+    """A detection JSON -> image id -> (K, 6) rows sorted by score. Two formats, told apart by their
+    keys: the original's (`original_detections`) and coco-mini's ({image_id, width?, height?,
+    detections: [{bbox_xyxy, category_name, score}]}).
 
     Detections of classes the run does not know are dropped with a warning naming them; a file of
     which no detection names a class of the run is an error (every caption would be made from no
     regions). Rows that fail validate_proposals (NaN, x1 > x2, outside the image) are dropped and
     counted in one warning."""
+    if isinstance(entries, list) and entries and isinstance(entries[0], dict) and "detection" in entries[0]:
+        return original_detections(entries, classes, path)
     index = {n: i + 1 for i, n in enumerate(classes.names)}
     out, unknown, bad, total = {}, {}, [], 0
     try:
@@ -118,6 +122,30 @@ def detections_from_json(entries: list[dict], classes: ClassNames, path: str = "
     if unknown:
         warnings.warn(f"{path}: dropped {sum(unknown.values())} of {total} detections of classes this run "
                       f"does not know ({name_list(sorted(unknown))})")
+    if bad:
+        warnings.warn(f"{path}: dropped {len(bad)} unusable detection rows (first: {bad[0]})")
+    return out
+
+
+def original_detections(entries: list[dict], classes: ClassNames, path: str = "") -> dict[int, np.ndarray]:
+    """The original's detection JSON (what its prepro/prepro_det.py read from its Faster R-CNN: a
+    list of {image_id, num_boxes, detection: [{location, label, score}]}) -> image id -> (K, 6) rows
+    sorted by score. It copied `location` straight into the h5's x1, y1, x2, y2 and `label` into its
+    class column, which its loader read as the 1-based class index (the class-name file's line;
+    0 is the detector's background), and its loader used the first `num_boxes` rows. Rows that
+    fail validate_proposals (a label outside 1..C included) are dropped and counted in one warning."""
+    out, bad = {}, []
+    try:
+        for e in entries:
+            dets = e["detection"][: int(e["num_boxes"])]
+            rows = np.array([[*map(float, d["location"]), float(d["label"]), float(d["score"])] for d in dets],
+                            dtype=np.float64).reshape(-1, 6)
+            arr, problems = validate_proposals(rows, np.inf, np.inf, classes.num_classes)
+            bad += [f"image {e['image_id']} {p}" for p in problems]
+            out[int(e["image_id"])] = arr[np.argsort(-arr[:, 5], kind="stable")]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{path}: not the original's detection JSON (image_id, num_boxes, "
+                        "detection[*].location [x1, y1, x2, y2] / label / score)") from None
     if bad:
         warnings.warn(f"{path}: dropped {len(bad)} unusable detection rows (first: {bad[0]})")
     return out

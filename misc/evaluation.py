@@ -18,6 +18,16 @@ from nbt.misc.language import language_of
 from nbt.misc.transforms import box_iou
 
 
+# Each accuracy of the grounding report and its counts (right, of): tables print them side by side.
+ACCURACY_COUNTS = {
+    "grounding_accuracy": ("grounded_words", "visual_words"),
+    "fine_grained_accuracy": ("fine_grained_right", "fine_grained_words"),
+    "plural_accuracy": ("plural_right", "plural_words"),
+    "plural_accuracy_by_annotated_groups": ("plural_right_by_annotated_groups", "plural_words_by_annotated_groups"),
+    "plural_accuracy_by_category_count": ("plural_right_by_category_count", "plural_words_by_category_count"),
+}
+
+
 class CaptionEvaluator:
     def __init__(self, bundle, *, novel_classes: list[int] | None = None, meteor: bool = True,
                  spice: bool = False, split: str = "test", dcc_annotations: str = ""):
@@ -87,26 +97,28 @@ class CaptionEvaluator:
             self.grounding["plural_by_groups"] += int(by_groups)
             self.grounding["plural_by_groups_correct"] += right * int(by_groups)
 
-    def grounding_report(self) -> dict | None:
-        """The grounding numbers, each with the ground truth it was measured on."""
+    def grounding_report(self) -> dict:
+        """The grounding numbers, each accuracy with its counts (ACCURACY_COUNTS: right, of) and the
+        ground truth it was measured on; an accuracy of no words is None (the table shows 0 of 0)."""
         g = self.grounding
-        if not g["words"]:
-            return None
         n_groups, n_count = g["plural_by_groups"], g["plural_words"] - g["plural_by_groups"]
         right_groups = g["plural_by_groups_correct"]
         right_count = g["plural_correct"] - right_groups
         source = " and ".join(s for s, n in (("annotated groups", n_groups), ("category count", n_count)) if n)
+        counts = {
+            "visual_words": g["words"], "grounded_words": g["correct"],
+            "fine_grained_words": g["fine_words"], "fine_grained_right": g["fine_correct"],
+            "plural_words": g["plural_words"], "plural_right": g["plural_correct"],
+            "plural_words_by_annotated_groups": n_groups, "plural_right_by_annotated_groups": right_groups,
+            "plural_words_by_category_count": n_count, "plural_right_by_category_count": right_count}
+        report = {acc: counts[right] / counts[of] if counts[of] else None
+                  for acc, (right, of) in ACCURACY_COUNTS.items()}
         return {
-            "visual_words": g["words"],
-            "grounding_accuracy": g["correct"] / g["words"],
-            "fine_grained_accuracy": g["fine_correct"] / g["fine_words"] if g["fine_words"] else None,
+            **counts, **report,
             "fine_grained_ground_truth": "annotated kinds" if g["fine_words"] + g["category_words"] else
             "none (the instances carry no fine-grained kind)",
             "category_name_share": g["category_words"] / max(g["correct"], 1),
-            "plural_accuracy": g["plural_correct"] / g["plural_words"] if g["plural_words"] else None,
             "plural_ground_truth": source or None,
-            "plural_accuracy_by_annotated_groups": right_groups / n_groups if n_groups else None,
-            "plural_accuracy_by_category_count": right_count / n_count if n_count else None,
         }
 
     def evaluate(self) -> dict:
@@ -116,10 +128,7 @@ class CaptionEvaluator:
                                             segmenter=segmenter)
         for k, v in per_image.items():
             self.preds[k]["scores"] = v
-        result = {"overall": overall, "n_images": len(self.preds)}
-        grounding = self.grounding_report()
-        if grounding:
-            result["grounding"] = grounding
+        result = {"overall": overall, "n_images": len(self.preds), "grounding": self.grounding_report()}
         if self.novel_classes:
             result["noc"] = noc_scores(self.hyps, self.refs, self.novel_classes, self.b, self.meteor,
                                        segmenter=segmenter, split=self.split,

@@ -17,12 +17,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from nbt.misc.cider import CiderD
+from nbt.misc.cider import CiderD, read_document_frequency
 from nbt.misc.decoder_base import feedback_tokens
 from nbt.misc.decoding import greedy, point_and_fill
 from nbt.misc.encoded import Encoded
-from nbt.misc.io import read_json
 from nbt.misc.slot_filling import slot_word
+
+
+DF_CHECK_IMAGES = 5000      # training images that check an original n-gram pickle against the dic
 
 
 class SelfCritical:
@@ -32,7 +34,8 @@ class SelfCritical:
         self.unknown = self.vocab.size                      # reference-only id for out-of-vocabulary words
         words = dict(self.vocab.word_to_ix)
         words["\x00unknown"] = self.unknown
-        self.cider = CiderD(read_json(opt.cached_tokens), words)
+        train = (bundle.captions[r] for r in bundle.rows("train")[:DF_CHECK_IMAGES])
+        self.cider = CiderD(read_document_frequency(opt.cached_tokens, self.vocab.ix_to_word, train), words)
         self._refs: dict[int, np.ndarray] = {}
 
     # -- references and rendering ------------------------------------------------------------

@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import os
 import signal
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -22,7 +23,7 @@ import torch
 
 from nbt.misc.builders import apply_noc_word_map, build_model, build_optimizer
 from nbt.misc.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from nbt.misc.config import Options
+from nbt.misc.config import POINTER_DECODERS, Options
 from nbt.misc.dataset import CaptionDataset, DataBundle
 from nbt.misc.inference import Decoding
 from nbt.misc.io import DataError, atomic_write_json, read_json
@@ -34,6 +35,11 @@ from nbt.misc.trainer import (ProgressLog, StopRequest, TrainState, evaluate, fo
 MODEL_KEYS = ("att_model", "cnn_backend", "rnn_size", "input_encoding_size", "att_hid_size", "att_feat_size",
               "class_emb_size", "loc_emb_size", "image_crop_size", "drop_prob_lm", "aoa_heads",
               "aoa_refine_layers", "grid_size", "region_grouping")
+# The data a run was trained on and its geometry: at inference the checkpoint's values win over a
+# config file's (cfgs/normal_coco_res101.yml's 512 px must not meet a run trained at 256 px); a
+# value given on the command line wins, with a warning when it differs from training.
+DATA_KEYS = ("dataset", "data_path", "input_json", "input_dic", "image_path", "proposal_h5", "instances_json",
+             "class_name_file", "image_size", "image_crop_size", "max_proposal", "seq_length")
 CHECKPOINT_GLOBS = ("model.pth", "model-best.pth", "epoch_*.pth")
 
 
@@ -58,11 +64,32 @@ def run_dir(opt: Options) -> Path:
 
 def resume_path(opt: Options) -> Path | None:
     if opt.resume_epoch >= 0:
-        return Path(opt.checkpoint_path) / opt.id / f"epoch_{opt.resume_epoch}.pth"
+        return epoch_checkpoint(Path(opt.checkpoint_path) / opt.id, opt.resume_epoch)
     if opt.start_from:
         p = Path(opt.start_from)
         return p / "model.pth" if p.is_dir() else p
     return None
+
+
+def epoch_file(epoch: int) -> str:
+    """The checkpoint written at the end of `epoch`, numbered from 0 as the log prints them."""
+    return f"epoch_{epoch}.pth"
+
+
+def epoch_checkpoint(folder: Path, epoch: int) -> Path:
+    """The checkpoint of the end of `epoch` (from 0, as the log prints it): epoch_<epoch>.pth. Runs
+    of earlier versions named files by epochs completed (their epoch_<epoch + 1>.pth); a file is
+    taken by the epoch it holds, never by its name alone."""
+    for p in (folder / epoch_file(epoch), folder / epoch_file(epoch + 1)):
+        if p.is_file() and load_checkpoint(p).get("epoch") == epoch + 1:
+            if p.name != epoch_file(epoch):
+                print(f"note: {p} holds the end of epoch {epoch} (an earlier version named files by epochs completed)")
+            return p
+    held = sorted(int(ck["epoch"]) - 1 for ck in map(load_checkpoint, folder.glob("epoch_*.pth")) if "epoch" in ck) \
+        if folder.is_dir() else []
+    have = f"it holds epochs {', '.join(map(str, held))}" if held else "it holds no epoch checkpoint"
+    raise DataError(f"{folder}: no checkpoint of the end of epoch {epoch} (epochs counted from 0, as the log "
+                    f"prints them); {have}")
 
 
 def is_checkpoint_file(p: Path) -> bool:
@@ -140,6 +167,34 @@ def with_checkpoint_model_options(opt: Options, ckpt: dict) -> Options:
     return dataclasses.replace(opt, **{k: saved[k] for k in MODEL_KEYS if k in saved})
 
 
+def with_checkpoint_options(opt: Options, ckpt: dict, cli_keys=None) -> Options:
+    """At inference: the network's shape (MODEL_KEYS) from the checkpoint, and its data and
+    geometry (DATA_KEYS) too unless the command line gave them (`cli_keys`; None: every value
+    of `opt` was chosen by its caller, as a program's are). A command-line value that differs
+    from training is one warning line: ignored for the network's shape, used for the data."""
+    saved = ckpt.get("config", {})
+    given = set(Options.fields()) if cli_keys is None else set(cli_keys)
+    changes = {}
+    for k in dict.fromkeys(MODEL_KEYS + DATA_KEYS):
+        if k not in saved:
+            continue
+        differs = saved[k] != getattr(opt, k)
+        if k in DATA_KEYS and k in given:
+            if differs:
+                print(f"warning: --{k} {_shown(getattr(opt, k))} differs from the run's training value "
+                      f"{_shown(saved[k])}; using {_shown(getattr(opt, k))}", file=sys.stderr)
+            continue
+        if differs and k in given:
+            print(f"warning: --{k} {_shown(getattr(opt, k))} is ignored: the checkpoint defines the model "
+                  f"({k} {_shown(saved[k])})", file=sys.stderr)
+        changes[k] = saved[k]
+    return dataclasses.replace(opt, **changes)
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 # -- training ----------------------------------------------------------------------------------
 @dataclasses.dataclass
 class Run:
@@ -194,16 +249,17 @@ def train(opt: Options) -> dict:
 
 
 def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume: Path | None) -> Run:
+    ckpt = None
+    if resume is not None:             # the network's options first: the data is read at its image size
+        ckpt = load_checkpoint(resume)
+        opt = with_checkpoint_model_options(opt, ckpt)
     bundle = DataBundle.load(opt)
     opt = with_data_thresholds(opt, bundle)           # saved with the run, for the API and the demo
-    if opt.region_grouping and opt.att_model == "topdown" and not len(bundle.boxes.image_ids):
+    if ckpt is not None:
+        check_compatible(ckpt, bundle.vocab.fingerprint(), list(bundle.classes.names), str(resume))
+    if opt.region_grouping and opt.att_model in POINTER_DECODERS and not len(bundle.boxes.image_ids):
         warnings.warn("region_grouping: no GT boxes (instances_json), so no grouping supervision at all; "
                       "the module learns from the caption losses only")
-    ckpt = None
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        check_compatible(ckpt, bundle.vocab.fingerprint(), list(bundle.classes.names), str(resume))
-        opt = with_checkpoint_model_options(opt, ckpt)
     model = build_model(opt, bundle, device)
     optimizer = build_optimizer(opt, model)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and opt.amp == "fp16")
@@ -296,8 +352,12 @@ def end_epoch(run: Run, stats: dict, lr: float, durations: list[float]) -> None:
             if v is not None:
                 run.writer.add_scalar(f"val/{k}", v, state.iteration)
         line += f" | val CIDEr {100 * scores['CIDEr']:.1f} B4 {100 * scores['Bleu_4']:.1f}"
-        if "grounding_accuracy" in scores:
-            line += f" grounding {100 * scores['grounding_accuracy']:.1f}"
+        g = result["grounding"]
+        if g["visual_words"]:
+            line += (f" grounding {100 * g['grounding_accuracy']:.1f} ({g['grounded_words']} of "
+                     f"{g['visual_words']} words)")
+        else:
+            line += " grounding - (0 visual words)"
         best = scores["CIDEr"] > state.best_score
         if best:
             state.best_score = scores["CIDEr"]
@@ -310,8 +370,8 @@ def end_epoch(run: Run, stats: dict, lr: float, durations: list[float]) -> None:
         run.save("model-best.pth")
     run.save("model.pth")
     if opt.keep_epoch_checkpoints and run.rank == 0:
-        run.save(f"epoch_{epoch + 1}.pth")
-        old = run.out_dir / f"epoch_{epoch + 1 - opt.keep_epoch_checkpoints}.pth"
+        run.save(epoch_file(epoch))                   # numbered as the log line above numbers the epoch
+        old = run.out_dir / epoch_file(epoch - opt.keep_epoch_checkpoints)
         if opt.keep_epoch_checkpoints > 0 and old.exists():
             old.unlink()
 
@@ -349,8 +409,10 @@ def check_results_free(out: Path, source: dict, overwrite: bool) -> None:
                         f"pass --overwrite to replace them, or --id NAME to write elsewhere")
 
 
-def inference(opt: Options, split: str | None = None) -> dict:
-    """Evaluate a checkpoint on a split; print a table; write eval_results/<id>_<split>_<decoding>.json."""
+def inference(opt: Options, split: str | None = None, cli_keys=None) -> dict:
+    """Evaluate a checkpoint on a split; print a table; write eval_results/<id>_<split>_<decoding>.json.
+    The checkpoint's network, data and geometry win over `opt`'s except for the options in
+    `cli_keys` (the command line's; None: all of opt's, see with_checkpoint_options)."""
     if not opt.start_from:
         raise DataError("--inference_only True needs --start_from save/<id> (or a .pth file)")
     split = split or opt.eval_split or "test"
@@ -360,10 +422,10 @@ def inference(opt: Options, split: str | None = None) -> dict:
     source = {"path": str(ckpt_path.resolve()), "iteration": ckpt.get("iteration")}
     check_results_free(out, source, opt.overwrite)
     device, _, _ = setup_runtime(opt)
+    opt = with_checkpoint_options(opt, ckpt, cli_keys)
     bundle = DataBundle.load(opt)
     opt = with_data_thresholds(opt, bundle)
     check_compatible(ckpt, bundle.vocab.fingerprint(), list(bundle.classes.names), opt.start_from)
-    opt = with_checkpoint_model_options(opt, ckpt)
     model = build_model(opt, bundle, device)
     model.load_state_dict(ckpt["model"])
     result = evaluate(eval_copy(model, opt, bundle), bundle, opt, device, split, max_images=opt.eval_max_images)

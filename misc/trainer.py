@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nbt.misc.dataset import CaptionDataset, EpochBatchSampler, collate
-from nbt.misc.evaluation import CaptionEvaluator
+from nbt.misc.evaluation import ACCURACY_COUNTS, CaptionEvaluator
 from nbt.misc.inference import Decoding, decode_batch, inference_mode
 from nbt.misc.losses import caption_targets, combine, loss_weights
 from nbt.misc.runtime import autocast, to_device
@@ -289,10 +289,12 @@ def evaluate(model, bundle, opt, device, split: str, *, meteor: bool = True, max
 
 
 def format_table(result: dict) -> str:
-    """Scores as papers print them: metrics, accuracies and F1 x 100; counts as they are."""
+    """Scores as papers print them: metrics, accuracies and F1 x 100; counts as they are. Each
+    grounding accuracy shows its counts ("95.0  (19 of 20 words)"), also when it has no words."""
+    grounding = result.get("grounding") or {}
+    shown_counts = {c for pair in ACCURACY_COUNTS.values() for c in pair} - {"visual_words"}
     rows = [(k, v) for k, v in result["overall"].items()]
-    for k, v in (result.get("grounding") or {}).items():
-        rows.append((k, v))
+    rows += [(k, _with_count(v, grounding, k)) for k, v in grounding.items() if k not in shown_counts]
     if result.get("noc"):
         rows.append(("noc_f1", f"{result['noc']['metric']} (sets: {result['noc']['sets']})"))
     for k, v in (result.get("noc", {}).get("average") or {}).items():
@@ -310,3 +312,12 @@ def format_table(result: dict) -> str:
             text = str(v)
         lines.append(f"{k:<{width}}  {text}")
     return "\n".join(lines)
+
+
+def _with_count(value, grounding: dict, key: str):
+    """A grounding accuracy as '95.0  (19 of 20 words)', or '-  (0 of 0 words)' when it has none."""
+    if key not in ACCURACY_COUNTS:
+        return value
+    right, of = (grounding.get(k, 0) for k in ACCURACY_COUNTS[key])
+    score = f"{100 * value:.1f}" if value is not None else "-"
+    return f"{score}  ({right} of {of} words)"

@@ -246,9 +246,13 @@ class Vocabulary:
     def __init__(self, ix_to_word: dict[str, str], classes: ClassNames,
                  plural_of: dict[str, str] | None = None, language=None):
         self.ix_to_word = {int(k): v for k, v in ix_to_word.items()}
+        if not self.ix_to_word:
+            raise DataError("the vocabulary (ix_to_word) is empty")
+        if "UNK" not in self.ix_to_word.values():
+            # The original's prepro writes no UNK when no training word falls under the threshold:
+            # its captions have none, and any other word is read as this appended, last id.
+            self.ix_to_word[max(self.ix_to_word) + 1] = "UNK"
         self.word_to_ix = {v: k for k, v in self.ix_to_word.items()}
-        if "UNK" not in self.word_to_ix:
-            raise DataError("vocabulary has no 'UNK' entry")
         self.classes = classes
         # fine-grained word -> the corpus's plural form (a dic's `plural_of`; entries that are not
         # a plural of their word, as older files have - "ski": "skiing" - are not used)

@@ -8,8 +8,10 @@ Run torchvision Faster R-CNN over the images (GPU when present, batched, resumab
     python prepro/prepro_det.py --input_dic data/coco/dic_coco.json --image_path data/coco/images \
         --class_name_file data/coco/coco_class_name.txt --output_h5 data/coco/coco_detection.h5 \
         [--detector_weights frcnn_v2.pth]      # else torchvision's weight enum (online)
-Import a detection JSON (coco-mini's detections_fastestdet.json format) instead:
-    python prepro/prepro_det.py ... --from_json detections.json
+Import detection JSONs instead: coco-mini's detections_fastestdet.json format, or the original's
+(per image {image_id, num_boxes, detection: [{location: [x1, y1, x2, y2], label: class line 1..C,
+score}]}, e.g. its coco_detection_noc_train.json and coco_detection_noc_val.json):
+    python prepro/prepro_det.py ... --from_json detections.json [more.json ...]
 Re-order an existing h5 into the dic's image order (by its image_id; for an h5 of the original's,
 which has none, name the dic its rows follow with --reorder_dic):
     python prepro/prepro_det.py --input_dic data/coco/dic_coco.json --class_name_file ... \
@@ -34,11 +36,16 @@ from nbt.misc.transforms import load_image
 from nbt.misc.vocab import ClassNames
 
 
-def from_json(dic: dict, classes: ClassNames, path: str) -> list[np.ndarray]:
-    table = detections_from_json(read_json(path), classes, path)
+def from_json(dic: dict, classes: ClassNames, paths: list[str]) -> list[np.ndarray]:
+    """The rows of one or more detection JSONs (the original split its COCO ones into train and
+    val files), in the dic's image order."""
+    table: dict[int, np.ndarray] = {}
+    for path in paths:
+        table.update(detections_from_json(read_json(path), classes, path))
+    where = " and ".join(paths)
     missing = [im["id"] for im in dic["images"] if int(im["id"]) not in table]
     if missing:
-        print(f"warning: {len(missing)} images have no detections in {path} (e.g. {missing[0]}); rows left empty")
+        print(f"warning: {len(missing)} images have no detections in {where} (e.g. {missing[0]}); rows left empty")
     return [table.get(int(im["id"]), np.zeros((0, 6), np.float32)) for im in dic["images"]]
 
 
@@ -108,7 +115,9 @@ def main(argv=None) -> int:
     p.add_argument("--class_name_file", required=True)
     p.add_argument("--output_h5", required=True)
     p.add_argument("--image_path", default="", help="image root (running the detector)")
-    p.add_argument("--from_json", default="", help="import a detection JSON instead of running the detector")
+    p.add_argument("--from_json", nargs="+", default=[],
+                   help="import detection JSONs instead of running the detector: coco-mini's format, or the "
+                        "original's (image_id, num_boxes, detection[*].location x1 y1 x2 y2 / label 1..C / score)")
     p.add_argument("--reorder", default="", help="re-order this existing h5 into the dic's image order")
     p.add_argument("--reorder_dic", default="", help="with --reorder, for an h5 without image ids: the dic "
                                                      "whose image order its rows follow")

@@ -23,6 +23,7 @@ objects, as the original's code fixed them; else (other DCC-style files) inferre
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import sys
@@ -108,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class_name_file", default=DEFAULT_CLASS_FILE,
                    help="class-name file: one line per class, comma-separated fine-grained words")
     p.add_argument("--instances_json", nargs="*", default=[],
-                   help="COCO instances (needed to regenerate a robust split)")
+                   help="COCO instances of these images (needed to regenerate a robust split); recorded in the "
+                        "dic, where runs take them from. Default with --captions_json: the instances_*.json "
+                        "files next to the captions files, when they exist")
     p.add_argument("--split", default="normal", choices=["normal", "robust", "noc"],
                    help="normal (Karpathy), robust or noc (DCC) splits")
     p.add_argument("--split_file", default="",
@@ -129,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_cap_json", "--output_cap", dest="output_cap", required=True,
                    help="the caption file to write (token lists per image)")
     p.add_argument("--output_df", default="", help="CIDEr-D document frequencies of the train references")
+    p.add_argument("--max_length", type=int, default=None,
+                   help="accepted for the original's commands, with no effect (the original parsed it and never "
+                        "used it): captions are kept whole, so that evaluation references stay whole; runs cut "
+                        "them at --seq_length")
     p.add_argument("--seed", type=int, default=123, help="seed of regenerated splits")
     p.add_argument("--quiet", action="store_true", help="no progress bars (shown on a terminal only)")
     return p
@@ -148,11 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+UNK_ADVICE_SHARE = 0.10      # above this share of UNK training tokens prepro says what to do
+
+
 def run(args) -> dict:
     quiet = getattr(args, "quiet", False)
     aic = getattr(args, "aic_json", [])
     if sum(map(bool, (args.input_json, args.captions_json, aic))) != 1:
         raise DataError("give exactly one of --input_json, --captions_json or --aic_json")
+    if getattr(args, "max_length", None) is not None:
+        print(f"note: --max_length {args.max_length} has no effect (the original parsed it and never used it): "
+              "captions are kept whole; runs cut them at --seq_length")
+    instances = instance_files(args)
     classes = ClassNames.read(args.class_name_file)
     language = language_for(getattr(args, "language", "") or ("zh" if aic else "en"), classes)
     if args.input_json:
@@ -180,6 +194,9 @@ def run(args) -> dict:
         "split_scheme": args.split, "held_out": held_out, "language": language.code,
         "fingerprint": vocab.fingerprint(),
     }
+    if instances:                       # runs read them from here unless told otherwise (misc/config.py)
+        dic["instances_json"] = [os.path.relpath(os.path.abspath(f), os.path.dirname(os.path.abspath(args.output_dic)))
+                                 for f in instances]          # relative to the dic's folder
     # Tokens are stored as they are (the original wrote UNK here): the loader maps unknown words to
     # UNK itself, files of the original still load, and evaluation references keep every word.
     cap = [im["captions"] for im in images]
@@ -193,7 +210,29 @@ def run(args) -> dict:
     unk = sum(t not in vocab.word_to_ix for c in train_caps for t in c) / max(sum(map(len, train_caps)), 1)
     print(f"{args.output_dic}: vocab {len(ix_to_word)} (UNK {100 * unk:.1f} % of training tokens), images "
           + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if unk > UNK_ADVICE_SHARE:
+        print(f"note: {100 * unk:.1f} % of the training tokens are UNK (words seen at most {args.word_count_threshold} "
+              f"times), so captions will be full of UNK: on a data set this small pass a lower "
+              f"--word_count_threshold (1 drops only words seen once, 0 keeps every word)")
+    if instances:
+        print(f"{args.output_dic}: records the instance files {', '.join(instances)} (runs use them unless "
+              "given --instances_json)")
     return dic
+
+
+def instance_files(args) -> list[str]:
+    """The instance files of the data set: --instances_json, else, with --captions_json, the
+    instances_<name>.json next to each captions_<name>.json when every one exists. Each must exist."""
+    given = list(getattr(args, "instances_json", None) or [])
+    for f in given:
+        if not Path(f).is_file():
+            raise DataError(f"file not found: {f} (--instances_json)")
+    if given or not args.captions_json:
+        return given
+    beside = [Path(c).with_name(re.sub(r"^captions_", "instances_", Path(c).name)) for c in args.captions_json]
+    if all(p.is_file() and p.name.startswith("instances_") for p in beside):
+        return [str(p) for p in beside]
+    return []
 
 
 def apply_split(args, images: list[dict], classes: ClassNames, matcher: VisualWordMatcher) -> list[str]:

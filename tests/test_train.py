@@ -109,9 +109,9 @@ def test_mcan_style_resume_by_id_and_epoch(world_dir):
     p = run_main(cli(opt))
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 0, out
-    assert (world_dir / "save" / "mcan" / "epoch_1.pth").is_file()
+    assert (world_dir / "save" / "mcan" / "epoch_0.pth").is_file()          # the log's "epoch 0"
     assert (world_dir / "save" / "mcan" / "config.yml").is_file()
-    p = run_main(cli(opt, max_epochs=2, resume_epoch=1))
+    p = run_main(cli(opt, max_epochs=2, resume_epoch=0))
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 0, out
     assert load_checkpoint(world_dir / "save" / "mcan" / "model.pth")["epoch"] == 2
