@@ -144,7 +144,14 @@ def run(args) -> dict:
     classes = ClassNames.read(args.class_name_file)
     matcher = VisualWordMatcher(classes)
     held_out = apply_split(args, images, classes, matcher) if args.split != "normal" else []
+    return write_outputs(args, images, classes, matcher, held_out=held_out, split_scheme=args.split)
 
+
+def write_outputs(args, images: list[dict], classes: ClassNames, matcher: VisualWordMatcher, *,
+                  held_out: list[str], split_scheme: str, cap_records: list | None = None) -> dict:
+    """images[*] {id, file_path, split, captions (token lists)} -> the dic, cap (`cap_records` when
+    given: grounded captions) and df files named by args; prints a one-line summary."""
+    quiet = getattr(args, "quiet", False)
     train_caps = [c for im in images if im["split"] == "train" for c in im["captions"]]
     if not train_caps:
         raise DataError("no training captions: check the split field / split file")
@@ -158,12 +165,12 @@ def run(args) -> dict:
         "ix_to_word": ix_to_word, "wtod": wtod, "wtol": word_to_lemma({t for c in all_caps for t in c}, classes),
         "images": [{"split": im["split"], "file_path": im["file_path"], "id": im["id"]} for im in images],
         "classes": list(classes.names), "fg_words": classes.fine_words, "plural_of": vocab.plural_of,
-        "split_scheme": args.split, "held_out": held_out,
+        "split_scheme": split_scheme, "held_out": held_out,
         "fingerprint": vocab.fingerprint(),
     }
     # Tokens are stored as they are (the original wrote UNK here): the loader maps unknown words to
     # UNK itself, files of the original still load, and evaluation references keep every word.
-    cap = [im["captions"] for im in images]
+    cap = [im["captions"] for im in images] if cap_records is None else cap_records
     atomic_write_json(args.output_dic, dic)
     atomic_write_json(args.output_cap, cap)
     if args.output_df:
