@@ -263,14 +263,20 @@ def entities_image(image_id: int, split: str, sentences: list[EntitySentence], a
     return im
 
 
-def read_entities(entities_dir: str | Path, order: list[tuple[int, str]], matcher: VisualWordMatcher,
-                  progress=lambda xs, **kw: xs) -> list[GroundedImage]:
-    """The images of `order` [(image id, split)] with their Sentences and Annotations files."""
+def require_release(entities_dir: str | Path) -> Path:
+    """The Entities folder, checked to hold the unzipped release's Sentences/ and Annotations/."""
     entities_dir = Path(entities_dir)
     for sub in ("Sentences", "Annotations"):
         if not (entities_dir / sub).is_dir():
             raise DataError(f"{entities_dir / sub}: folder not found (unzip Flickr30k Entities' annotations.zip "
                             f"into {entities_dir})")
+    return entities_dir
+
+
+def read_entities(entities_dir: str | Path, order: list[tuple[int, str]], matcher: VisualWordMatcher,
+                  progress=lambda xs, **kw: xs) -> list[GroundedImage]:
+    """The images of `order` [(image id, split)] with their Sentences and Annotations files."""
+    entities_dir = require_release(entities_dir)
     return [entities_image(i, split, read_sentences(entities_dir / "Sentences" / f"{i}.txt"),
                            read_annotation(entities_dir / "Annotations" / f"{i}.xml"), matcher)
             for i, split in progress(order, desc="Flickr30k Entities", unit=" images")]

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from nbt.misc.io import DataError, atomic_write_json
 from nbt.misc.vocab import ClassNames, VisualWordMatcher
 from nbt.prepro.flickr30k import (GroundedImage, read_entities, read_karpathy_split, read_original,
-                                  split_lists)
+                                  require_release, split_lists)
 from nbt.prepro.prepro_dic_coco import write_outputs
 
 ROOT = "data/flickr30k"
@@ -99,6 +99,7 @@ def run(args) -> dict:
         images = read_original(args.original_dic, args.original_cap, classes, args.image_path)
         print(_agreement(images, matcher, args.original_cap))
     else:
+        require_release(args.entities_dir)
         order = read_karpathy_split(args.input_json, args.entities_dir) if args.input_json else \
             split_lists(args.split_dir or args.entities_dir)
         images = read_entities(args.entities_dir, order, matcher, progress=_progress(args))

@@ -252,6 +252,23 @@ def test_split_lists_and_karpathys_file_give_the_split(tmp_path):
         flickr30k.split_lists(tmp_path)
 
 
+def test_a_missing_release_folder_or_file_is_a_one_line_error(tmp_path, capsys):
+    ent = tmp_path / "flickr30k_entities"
+    args = ["--entities_dir", str(ent), "--output_dic", str(tmp_path / "out" / "d.json"),
+            "--output_cap", str(tmp_path / "out" / "c.json"), "--output_instances", str(tmp_path / "out" / "i.json")]
+    assert prepro_dic_flickr.main(args) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {ent / 'Sentences'}: folder not found (unzip Flickr30k "
+                                               f"Entities' annotations.zip into {ent})")
+    for sub in ("Sentences", "Annotations"):
+        (ent / sub).mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        (ent / f"{split}.txt").write_text("1000092795\n" if split == "train" else "")
+    (ent / "Sentences" / "1000092795.txt").write_text(DOC_SENTENCES)
+    assert prepro_dic_flickr.main(args) == 2
+    assert capsys.readouterr().err.strip() == f"error: file not found: {ent / 'Annotations' / '1000092795.xml'}"
+    assert not (tmp_path / "out").exists()
+
+
 # -- the original's files ----------------------------------------------------------------------------
 ORIGINAL_DIC = {"ix_to_word": {"1": "a", "2": "man", "3": "skiing", "4": "UNK"}, "wtod": {"man": 0, "ski": 1},
                 "wtol": {"a": "a", "man": "man", "skiing": "ski"},
@@ -259,7 +276,9 @@ ORIGINAL_DIC = {"ix_to_word": {"1": "a", "2": "man", "3": "skiing", "4": "UNK"},
 # misc/dataloader_flickr30k.py: one entry per box; clss the class word, idx the token position
 ORIGINAL_CAP = [[{"caption": ["two", "man", "UNK", "skiing"], "clss": ["man", "man", "ski"],
                   "bbox": [[158, 124, 218, 334], [196, 109, 260, 372], [0, 300, 200, 320]], "idx": [1, 1, 3]},
-                 {"caption": ["a", "man"], "clss": ["man"], "bbox": [[196, 109, 260, 372]], "idx": [1]}]]
+                 {"caption": ["a", "man"], "clss": ["man"], "bbox": [[196, 109, 260, 372]], "idx": [1]},
+                 {"caption": ["the", "men"], "clss": ["man", "man"], "bbox": [[196, 109, 260, 372], [158, 124, 218, 334]],
+                  "idx": [1, 1]}]]
 BAD_ORIGINAL = [
     (lambda c: c[0][0].pop("idx"), "entry 0, caption 0: not a caption {caption, clss, bbox, idx}"),
     (lambda c: c[0][0]["clss"].__setitem__(0, "spaceship"), "clss[0] 'spaceship' is not a word of the class"),
@@ -283,16 +302,17 @@ def _original_files(tmp_path, cap=None):
 
 def test_the_originals_caption_file_converts_entities_by_their_boxes(tmp_path, capsys):
     assert prepro_dic_flickr.main(_original_files(tmp_path)) == 0
-    assert "2 of 3 visual words are visual words here too; the others are read as text (e.g. skiing as ski)" \
+    assert "3 of 4 visual words are visual words here too; the others are read as text (e.g. skiing as ski)" \
         in capsys.readouterr().out
     cap = json.loads((tmp_path / "out" / "cap.json").read_text())
     inst = json.loads((tmp_path / "out" / "inst.json").read_text())
     assert cap == [[{"tokens": ["two", "man", "UNK", "skiing"], "refs": [[1, "1"], [3, "2"]]},
-                    {"tokens": ["a", "man"], "refs": [[1, "3"]]}]]
+                    {"tokens": ["a", "man"], "refs": [[1, "3"]]}, {"tokens": ["the", "men"], "refs": [[1, "1"]]}]]
     boxes = {(a["attributes"]["entity"], a["category_id"]): [] for a in inst["annotations"]}
     for a in inst["annotations"]:
         boxes[(a["attributes"]["entity"], a["category_id"])].append(a["bbox"])
-    # the two entries at idx 1 are one visual word with two boxes; "a man" has other boxes: another entity
+    # the two entries at idx 1 are one visual word with two boxes; "a man" has other boxes: another
+    # entity; "the men" has the same two boxes: the same entity
     assert boxes == {("1", 1): [[158, 124, 60, 210], [196, 109, 64, 263]], ("2", 2): [[0, 300, 200, 20]],
                      ("3", 1): [[196, 109, 64, 263]]}
     assert inst["images"] == []                        # no image files: sizes unknown, not zero
@@ -405,6 +425,47 @@ def test_each_visual_word_points_only_at_its_own_entitys_boxes(flickr, oracle):
                 assert len(pos) and all(any(o[0] <= x <= o[2] and o[1] <= y <= o[3] for o in own) for x, y in centres)
                 checked += 1
     assert checked >= 8
+
+
+def test_a_grounded_caption_keeps_only_the_visual_words_its_refs_name(classes):
+    from nbt.misc.captions import CaptionStore
+    m = VisualWordMatcher(classes)
+    codes = {"71": 0, "72": 1}
+    caps = [[{"tokens": "a man 's ball on the beach".split(), "refs": [[3, "71"], [6, "99"]]},
+             "two dogs".split()]]
+    store = CaptionStore.build(caps, lambda row, toks: m.match(toks), "cap.json", lambda e: codes.get(e, -1))
+    ball, dogs = classes.index("ball"), classes.index("dog")
+    # man (no ref) and beach (its entity has no box) are text; a plain caption keeps COCO's matching
+    assert store.visual_words(0).tolist() == [[3, 1, ball, 0, classes.fine_words.index("ball"), 0]]
+    assert store.visual_words(1).tolist() == [[1, 1, dogs, 1, classes.fine_words.index("dog"), -1]]
+    assert store[0] == [caps[0][0]["tokens"], caps[0][1]]
+    for bad in ({"tokens": ["a", "man"], "refs": [[2, "71"]]}, {"tokens": ["a"], "refs": [["0", "71"]]}):
+        with pytest.raises(DataError, match=r"cap.json: entry 0, caption 0: 'refs' must be"):
+            CaptionStore.build([[bad]], lambda row, toks: m.match(toks), "cap.json")
+
+
+def test_a_crop_that_removes_another_class_keeps_a_grounded_words_object(flickr):
+    """A crop that removes a class the caption mentions makes the loader match a plain caption
+    again; a grounded caption keeps its rows, each word with its own entity."""
+    b = DataBundle.load(_options(flickr, det_oracle=True))
+    ds = CaptionDataset(b, "train", train=True)
+    row = int(ds.rows[0])
+    caps = ds._caption_source(row)
+    vw = b.captions.visual_words(int(caps[0]))
+    present = {int(vw[0, 2])}                                 # every other class cropped away
+    _, _, visual = ds._caption(caps, 0, present, need_text=False)
+    assert visual == {int(p): (int(n), int(c), int(pl), int(f), int(r)) for p, n, c, pl, f, r in vw}
+    assert all(r >= 0 for *_, r in visual.values())
+
+
+def test_an_image_without_its_size_gets_no_size_not_zero(tmp_path, classes):
+    """(A size of 0 x 0 would clip every proposal of the image away.)"""
+    from nbt.misc.annotations import BoxIndex
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps({"images": [{"id": 7, "file_name": "7.jpg"}, {"id": 8, "width": 50, "height": 40}],
+                                "categories": [{"id": 1, "name": "dog"}], "annotations": []}))
+    sizes = BoxIndex.from_files([path], classes).sizes
+    assert 7 not in sizes and sizes[8] == (50, 40)
 
 
 def test_the_loader_sends_a_user_of_the_originals_caption_file_to_the_converter(flickr):
