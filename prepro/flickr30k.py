@@ -239,7 +239,7 @@ def caption_tokens(sentence: EntitySentence) -> tuple[list[str], list[tuple[int,
     start = []                                          # word index -> its first token
     for w in sentence.words:
         start.append(len(tokens))
-        tokens.extend([w.lower()] if w.isalnum() else tokenize(w))
+        tokens.extend([w.lower()] if w.isalnum() else tokenize(w) if any(ch.isalnum() for ch in w) else [])
     start.append(len(tokens))
     return tokens, [(start[p.first], start[p.end]) for p in sentence.phrases]
 
