@@ -188,9 +188,12 @@ def test_only_the_head_of_a_boxed_phrase_is_grounded(tmp_path, classes):
     objs = "".join(f"<object><name>{c}</name>{box}</object>" for c in ("137644", "137645", "255543", "255545"))
     (tmp_path / "a.xml").write_text(f"<annotation><size><width>10</width><height>10</height></size>{objs}"
                                     "<object><name>137650</name><nobndbox>1</nobndbox><scene>0</scene></object>"
+                                    "<object><name>255549</name><nobndbox>0</nobndbox><scene>1</scene></object>"
                                     "</annotation>")
-    im = flickr30k.entities_image(36979, "train", flickr30k.read_sentences(tmp_path / "s.txt"),
-                                  flickr30k.read_annotation(tmp_path / "a.xml"), VisualWordMatcher(classes))
+    ann = flickr30k.read_annotation(tmp_path / "a.xml")
+    assert ann.nobox == {"137650"} and ann.scene == {"255549"} and "255549" not in ann.boxes
+    im = flickr30k.entities_image(36979, "train", flickr30k.read_sentences(tmp_path / "s.txt"), ann,
+                                  VisualWordMatcher(classes))
     got = [[(toks[m.pos], m.entity) for m in ms] for toks, ms in zip(im.captions, im.mentions)]
     assert got == [[("friends", "137644"), ("cards", "137645")], [("woman", "255543"), ("arm", "255545")], []]
 
@@ -244,6 +247,9 @@ def test_split_lists_and_karpathys_file_give_the_split(tmp_path):
     karpathy.write_text(json.dumps({"images": [{"filename": "12.jpg", "split": "restval"},
                                                {"filename": "14.jpg", "split": "test"}]}))
     assert flickr30k.read_karpathy_split(karpathy, tmp_path) == [(12, "train"), (14, "test"), (11, "rest"), (13, "rest")]
+    karpathy.write_text(json.dumps({"images": [{"filename": "12.jpg"}]}))
+    with pytest.raises(DataError, match=r"dataset_flickr30k.json: images\[0\] needs 'filename' .* and 'split'"):
+        flickr30k.read_karpathy_split(karpathy, tmp_path)
     (tmp_path / "val.txt").write_text("13\nabc\n")
     with pytest.raises(DataError, match=r"val.txt:2: 'abc' is not an image id"):
         flickr30k.split_lists(tmp_path)
@@ -286,7 +292,18 @@ BAD_ORIGINAL = [
     (lambda c: c[0][0]["bbox"].__setitem__(1, [1, 2]), "bbox[1] [1, 2] is not [x1, y1, x2, y2]"),
     (lambda c: c[0][0]["bbox"].pop(), "'clss', 'bbox' and 'idx' must be lists of one length"),
     (lambda c: c.append([]), "expected a list of 1 caption lists"),
+    (lambda c: c[0].__setitem__(0, "two men"), "entry 0, caption 0: not a caption {caption, clss, bbox, idx}"),
 ]
+
+
+def test_a_malformed_original_dic_is_a_one_line_error(tmp_path, capsys):
+    args = _original_files(tmp_path)
+    dic = json.loads(json.dumps(ORIGINAL_DIC))
+    del dic["images"][0]["split"]
+    (tmp_path / "dic.json").write_text(json.dumps(dic))
+    assert prepro_dic_flickr.main(args) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"error: {tmp_path / 'dic.json'}: images[0] needs 'id', 'file_path' and 'split'"
 
 
 def _original_files(tmp_path, cap=None):
