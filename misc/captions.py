@@ -7,15 +7,22 @@ them (hundreds of MB at COCO size: benchmarks/README.md, "COCO at full size"). H
 
     caption c        tokens[cap_start[c] : cap_start[c + 1]]   indices into `words` (distinct tokens)
     image row r      captions img_start[r] .. img_start[r + 1] - 1
-    visual words     visual[vw_start[c] : vw_start[c + 1]]      rows (pos, length, cls, plural, fine)
+    visual words     visual[vw_start[c] : vw_start[c + 1]]      rows (pos, length, cls, plural, fine, ref)
     word ids         word_ids[token index]                       vocabulary id (UNK when unknown)
+
+A caption of the cap file is a token list, or a grounded caption {"tokens": [...], "refs": [[pos,
+entity], ...]} (converted Flickr30k Entities: prepro/prepro_dic_flickr.py): the visual word that
+starts at token `pos` names the object `entity` of the instance annotations (misc/annotations.py),
+and its pointer's positives are that object's boxes (ref = its entity code). In a grounded caption
+only the visual words its refs name are visual words; the others are text.
 
 The visual words are matched once per caption, against the classes P of all its image's GT boxes,
 and kept in a cache next to the dic (misc/npz_cache.py), so workers do not run the matcher. A
 random crop can leave a subset P' of P. Matching claims n-grams greedily and a class filter only
 removes candidates, so when every class the match over P claimed is in P', matching over P'
 claims the same n-grams: the cached row is used. Otherwise (a crop removed a mentioned class) the
-loader matches that caption again (CaptionDataset; tested against live matching).
+loader matches that caption again (CaptionDataset; tested against live matching). A grounded
+caption's rows are used as they are: a word whose object the crop removed has no positive left.
 """
 from __future__ import annotations
 
@@ -31,8 +38,8 @@ import numpy as np
 from nbt.misc import npz_cache
 from nbt.misc.io import DataError
 
-CACHE_VERSION = 1
-VW_COLUMNS = ("pos", "length", "cls", "plural", "fine")
+CACHE_VERSION = 2
+VW_COLUMNS = ("pos", "length", "cls", "plural", "fine", "ref")
 
 
 class ImageTable(Sequence):
@@ -98,31 +105,40 @@ class CaptionStore:
         self.tokens = tokens            # (T,) int32 token indices, all captions end to end
         self.cap_start = cap_start      # (C + 1,)   first token of each caption
         self.img_start = img_start      # (I + 1,)   first caption of each image row
-        self.visual = visual            # (M, 5) int32 pos, length, cls, plural, fine
+        self.visual = visual            # (M, 6) int32 pos, length, cls, plural, fine, ref (-1 none)
         self.vw_start = vw_start        # (C + 1,)   first visual word of each caption
         self.word_ids = np.zeros(len(words), np.int64)    # vocabulary ids, set by bind_vocab
         self.replaced: dict[int, list[list[str]]] = {}
 
     # -- building --------------------------------------------------------------------------------
     @staticmethod
-    def build(captions: list, match: Callable[[int, list[str]], list], where: str = "captions") -> "CaptionStore":
-        """captions[row] = list of token lists; match(row, tokens) -> VisualWord list."""
+    def build(captions: list, match: Callable[[int, list[str]], list], where: str = "captions",
+              entity_code: Callable[[str], int] = lambda name: -1) -> "CaptionStore":
+        """captions[row] = list of captions (token lists or grounded captions); match(row, tokens)
+        -> VisualWord list; entity_code(entity name) -> its code, -1 for an entity without boxes."""
         index: dict[str, int] = {}
         tokens: list[int] = []
         cap_start, img_start, vw_start, visual = [0], [0], [0], []
         for row, caps in enumerate(captions):
-            if not isinstance(caps, list) or not all(isinstance(c, list) for c in caps):
-                raise DataError(f"{where}: entry {row} is not a list of token lists")
-            for c in caps:
-                tokens.extend(index.setdefault(str(t), len(index)) for t in c)
+            if not isinstance(caps, list):
+                raise DataError(f"{where}: entry {row} is not a list of captions{_original_flickr_hint(caps)}")
+            for k, c in enumerate(caps):
+                toks, refs = _caption_record(c, f"{where}: entry {row}, caption {k}")
+                tokens.extend(index.setdefault(str(t), len(index)) for t in toks)
                 cap_start.append(len(tokens))
-                visual.extend((v.pos, v.length, v.cls, v.plural, v.fine) for v in match(row, c))
+                found = match(row, toks)
+                if refs is None:
+                    visual.extend((v.pos, v.length, v.cls, v.plural, v.fine, -1) for v in found)
+                else:       # a grounded caption: the words its refs name, each with its object
+                    codes = {pos: entity_code(name) for pos, name in refs}
+                    visual.extend((v.pos, v.length, v.cls, v.plural, v.fine, codes[v.pos]) for v in found
+                                  if codes.get(v.pos, -1) >= 0)
                 vw_start.append(len(visual))
             img_start.append(len(cap_start) - 1)
         words = np.array(list(index), dtype=str) if index else np.zeros(0, "<U1")
         return CaptionStore(words, np.array(tokens, np.int32), np.array(cap_start, np.int64),
-                            np.array(img_start, np.int64), np.array(visual, np.int32).reshape(-1, 5),
-                            np.array(vw_start, np.int64))
+                            np.array(img_start, np.int64),
+                            np.array(visual, np.int32).reshape(-1, len(VW_COLUMNS)), np.array(vw_start, np.int64))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"words": self.words, "tokens": self.tokens, "cap_start": self.cap_start,
@@ -165,7 +181,8 @@ class CaptionStore:
         return self.words[self.token_index(c)].tolist()
 
     def visual_words(self, c: int) -> np.ndarray:
-        """(n, 5) pos, length, cls, plural, fine of caption c, matched against its image's GT classes."""
+        """(n, 6) pos, length, cls, plural, fine, ref of caption c, matched against its image's GT
+        classes (ref: the entity code a grounded caption names, -1 none)."""
         return self.visual[self.vw_start[c]:self.vw_start[c + 1]]
 
 
@@ -179,9 +196,11 @@ def matcher_version(matcher) -> str:
 
 
 def load_captions(cap_path: str | Path, images: ImageTable, present: Callable[[int], set[int]],
-                  matcher, *, cache: str | Path | None, key_parts: dict) -> CaptionStore:
-    """cap_*.json -> CaptionStore, visual words matched against present(image id); through the
-    .npz cache at `cache` (key: the caption file, `key_parts` and the matcher's source)."""
+                  matcher, *, cache: str | Path | None, key_parts: dict,
+                  entity_code: Callable[[str], int] = lambda name: -1) -> CaptionStore:
+    """cap_*.json -> CaptionStore, visual words matched against present(image id), grounded
+    captions' refs resolved by entity_code; through the .npz cache at `cache` (key: the caption
+    file, `key_parts`, which must name the boxes' files, and the matcher's source)."""
     key = json.dumps({"version": CACHE_VERSION, "captions": npz_cache.file_stamp(cap_path),
                       "matcher": matcher_version(matcher), **key_parts}, sort_keys=True)
     arrays = npz_cache.load(cache, key) if cache is not None else None
@@ -198,8 +217,32 @@ def load_captions(cap_path: str | Path, images: ImageTable, present: Callable[[i
             classes.clear()
             classes[row] = present(images.image_id(row))
         return matcher.match(tokens, classes[row])
-    store = CaptionStore.build(caps, match, str(cap_path))
+    store = CaptionStore.build(caps, match, str(cap_path), entity_code)
     del caps
     if cache is not None:
         npz_cache.save(cache, key, store.arrays())
     return store
+
+
+def _caption_record(c, where: str) -> tuple[list, list | None]:
+    """A caption of the cap file -> (tokens, refs [(pos, entity name)] or None for a plain caption)."""
+    if isinstance(c, list):
+        return c, None
+    if not isinstance(c, dict) or not isinstance(c.get("tokens"), list):
+        raise DataError(f"{where}: not a token list nor a grounded caption {{\"tokens\": [...], \"refs\": "
+                        f"[[pos, entity], ...]}}{_original_flickr_hint(c)}")
+    refs = c.get("refs", [])
+    if not isinstance(refs, list) or not all(
+            isinstance(r, list) and len(r) == 2 and isinstance(r[0], int) and 0 <= r[0] < len(c["tokens"])
+            for r in refs):
+        raise DataError(f"{where}: 'refs' must be [[token position, entity], ...] within its tokens")
+    return c["tokens"], [(r[0], str(r[1])) for r in refs]
+
+
+def _original_flickr_hint(entry) -> str:
+    """What to do with the original's Flickr30k caption file ({caption, clss, bbox, idx} per caption)."""
+    first = entry[0] if isinstance(entry, list) and entry else entry
+    if isinstance(first, dict) and {"caption", "clss", "bbox", "idx"} <= set(first):
+        return (" (this is the original's Flickr30k caption format: convert it with "
+                "prepro/prepro_dic_flickr.py --original_dic ... --original_cap ...)")
+    return ""

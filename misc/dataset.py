@@ -55,7 +55,8 @@ class DataBundle:
         key = {"dic": file_stamp(opt.input_dic), "classes": digest([classes.names, classes.words]),
                "boxes": BoxIndex.cache_key(opt.instances_json, classes) if opt.instances_json else ""}
         captions = load_captions(opt.input_json, images, boxes.present_classes, matcher,
-                                 cache=cache_path(opt.input_dic, "captions"), key_parts=key)
+                                 cache=cache_path(opt.input_dic, "captions"), key_parts=key,
+                                 entity_code=boxes.entity_code)
         captions.bind_vocab(vocab.encode)
         bundle = DataBundle(opt, dic, captions, classes, vocab, boxes, matcher)
         bundle.opt = resolve_score_thresholds(opt, bundle)     # the detector's own thresholds
@@ -165,6 +166,7 @@ class CaptionDataset(Dataset):
         image_id = self.b.dic["images"].image_id(row)
         rng = np.random.default_rng([self.opt.seed, epoch, index])
         gt_boxes, gt_cls, gt_fine, gt_group = self.b.boxes.get(image_id)
+        gt_entity = self.b.boxes.entities(image_id)
         dets = self.proposals(row, image_id)
         crop, pooled = self.opt.image_crop_size, None
         if self.opt.cached_features:
@@ -187,11 +189,12 @@ class CaptionDataset(Dataset):
             image = to_tensor(img)
         keep_gt = box_area(gt) > 0
         gt, gt_cls, gt_fine, gt_group = gt[keep_gt], gt_cls[keep_gt], gt_fine[keep_gt], gt_group[keep_gt]
+        gt_entity = gt_entity[keep_gt]
         if self.train and len(gt_group) and (gt_group < 0).all():   # no annotated groups (COCO): the captions'
             gt_group = self.caption_groups(row, gt_cls)
         keep_p = box_area(props) > 0
         props = props[keep_p][: self.opt.max_proposal]
-        targets = self.encode_captions(row, props, gt, gt_cls, rng, gt_fine, gt_group)
+        targets = self.encode_captions(row, props, gt, gt_cls, rng, gt_fine, gt_group, gt_entity)
         item = {"image": image, "proposals": torch.from_numpy(props), "gt": torch.from_numpy(
             np.concatenate([gt, gt_cls[:, None], gt_fine[:, None], gt_group[:, None]], 1).astype(np.float32)),
                 "image_id": image_id, "row": row, "size": size, **targets}
@@ -215,7 +218,7 @@ class CaptionDataset(Dataset):
                             f"gives; rebuild them with prepro/prepro_features.py")
         return cached.grid, cached.pooled, props, gt_boxes * scale
 
-    def encode_captions(self, row, props, gt, gt_cls, rng, gt_fine=None, gt_group=None) -> dict:
+    def encode_captions(self, row, props, gt, gt_cls, rng, gt_fine=None, gt_group=None, gt_entity=None) -> dict:
         """The targets of seq_per_img captions of image `row` (misc/targets.py)."""
         opt = self.opt
         caps = self._caption_source(row)
@@ -225,7 +228,7 @@ class CaptionDataset(Dataset):
             chosen = rng.choice(n_caps, S, replace=False) if self.train else np.arange(S)
         else:      # fewer captions than seq_per_img: repeat (the original's randint was off by one)
             chosen = np.concatenate([np.arange(n_caps), rng.choice(n_caps, S - n_caps)])
-        positives = PointerPositives.of(props, gt, gt_cls, gt_fine=gt_fine, gt_group=gt_group,
+        positives = PointerPositives.of(props, gt, gt_cls, gt_fine=gt_fine, gt_group=gt_group, gt_entity=gt_entity,
                                         group_words=self.b.boxes.group_words, iou_thresh=opt.pos_iou_thresh,
                                         score_thresh=opt.pos_score_thresh)
         attr_words = self.b.boxes.attribute_words
@@ -271,7 +274,7 @@ class CaptionDataset(Dataset):
         return store.captions_of(row)
 
     def _caption(self, caps, k: int, present: set[int], need_text: bool):
-        """(word ids (n,), tokens (n,) or None, visual words {pos: (length, cls, plural, fine)})."""
+        """(word ids (n,), tokens (n,) or None, visual words {pos: (length, cls, plural, fine, ref)})."""
         if k >= len(caps):                                   # the row has no caption
             return np.zeros(0, np.int64), [], {}
         if isinstance(caps, list):                           # replaced in memory: encode and match live
@@ -284,8 +287,8 @@ class CaptionDataset(Dataset):
         if not self.visual_slots:
             return ids, store.words[index] if need_text else None, {}
         vw = store.visual_words(c)
-        if all(int(cls) in present for cls in vw[:, 2]):    # the cached match holds (see misc/captions.py)
-            visual = {int(p): (int(n), int(cls), int(pl), int(f)) for p, n, cls, pl, f in vw}
+        if all(ref >= 0 or cls in present for cls, ref in vw[:, [2, 5]].tolist()):   # the cached match holds
+            visual = {int(p): (int(n), int(cls), int(pl), int(f), int(r)) for p, n, cls, pl, f, r in vw}
             return ids, store.words[index] if need_text else None, visual
         tokens = store.words[index].tolist()                 # a crop removed a class it mentions
         return ids, tokens, self._match(tokens, present)
@@ -293,7 +296,7 @@ class CaptionDataset(Dataset):
     def _match(self, tokens: list[str], present: set[int]) -> dict:
         if not self.visual_slots:
             return {}
-        return {v.pos: (v.length, v.cls, v.plural, v.fine) for v in self.b.matcher.match(tokens, present)}
+        return {v.pos: (v.length, v.cls, v.plural, v.fine, -1) for v in self.b.matcher.match(tokens, present)}
 
 
 def collate(items: list[dict]) -> dict:

@@ -7,7 +7,9 @@ A visual word's positives are the proposals that
   - when the ground truth knows fine-grained kinds (the built-in world) and the word names one
     ("disc" vs "ring"), overlap a box of that kind;
   - when the ground-truth boxes carry attributes and the phrase names some ("two red rings"),
-    overlap a box with them: otherwise a pointer learns that any ring will do for "red rings".
+    overlap a box with them: otherwise a pointer learns that any ring will do for "red rings";
+  - when the caption names the word's object (a grounded caption's ref: Flickr30k Entities'
+    phrases), overlap one of that object's boxes (of the word's class), and no other box.
 A visual word without a positive proposal is trained as its text (all its words: the original kept
 only the first word of a two-word name such as "teddy bear").
 """
@@ -32,10 +34,11 @@ class PointerPositives:
     gt_group: np.ndarray | None    # (G,) attribute group of each GT box, -1 none (None: no attributes)
     group_words: Sequence[frozenset]   # per attribute group: its set of attribute words (shared, not copied)
     iou_thresh: float
+    gt_entity: np.ndarray | None = None    # (G,) entity code of each GT box, -1 none
 
     @staticmethod
     def of(props: np.ndarray, gt: np.ndarray, gt_cls: np.ndarray, *, gt_fine=None, gt_group=None,
-           group_words=(), iou_thresh: float, score_thresh: float) -> "PointerPositives":
+           gt_entity=None, group_words=(), iou_thresh: float, score_thresh: float) -> "PointerPositives":
         """props (R, 6) x1 y1 x2 y2 class score, gt (G, 4) boxes in the same frame."""
         R = len(props)
         return PointerPositives(
@@ -43,13 +46,15 @@ class PointerPositives:
             det_cls=props[:, 4].astype(np.int64) if R else np.zeros(0, np.int64),
             score_ok=props[:, 5] >= score_thresh if R else np.zeros(0, bool),
             gt_cls=gt_cls, gt_fine=np.full(len(gt_cls), -1) if gt_fine is None else gt_fine,
-            gt_group=gt_group, group_words=group_words, iou_thresh=iou_thresh)
+            gt_group=gt_group, group_words=group_words, iou_thresh=iou_thresh, gt_entity=gt_entity)
 
-    def __call__(self, cls: int, fine: int, adjectives: set[str]) -> np.ndarray:
+    def __call__(self, cls: int, fine: int, adjectives: set[str], ref: int = -1) -> np.ndarray:
         """(R,) the proposals a visual word of class cls, fine-grained word fine, described by
-        `adjectives`, may point at."""
+        `adjectives`, may point at; with ref >= 0 (the entity its caption names) only that object's."""
         boxes = self.gt_cls == cls
-        if (self.gt_fine[boxes] == fine).any():
+        if ref >= 0:
+            boxes = boxes & (self.gt_entity == ref) if self.gt_entity is not None else np.zeros_like(boxes)
+        elif (self.gt_fine[boxes] == fine).any():
             boxes = boxes & (self.gt_fine == fine)
         if adjectives and self.gt_group is not None:
             has = np.array([g >= 0 and adjectives <= self.group_words[g] for g in self.gt_group], bool)
@@ -79,16 +84,16 @@ class CaptionTargets:
     def write(self, s: int, ids, tokens, visual: dict, positives: PointerPositives, attr_words,
               links=frozenset()) -> None:
         """Caption s: ids (n,) word ids, tokens (n,) its words (read only for attribute words),
-        visual {position: (length, cls, plural, fine)} its visual words; links: the language's
-        tokens between an attribute and its noun (的)."""
+        visual {position: (length, cls, plural, fine, ref)} its visual words; links: the language's
+        tokens between an attribute and its noun (的))."""
         L = self.words.shape[1]
         t = i = 0
         while i < len(ids) and t < L:
             v = visual.get(i)
             if v is not None:
-                length, cls, is_plural, fine = v
+                length, cls, is_plural, fine, ref = v
                 self.n_visual += 1
-                mask = positives(cls, fine, adjectives_before(tokens, i, attr_words, links))
+                mask = positives(cls, fine, adjectives_before(tokens, i, attr_words, links) if ref < 0 else set(), ref)
                 if mask.any():
                     self.n_grounded += 1
                     self.words[s, t] = ids[i + length - 1]                  # the word, for the metrics

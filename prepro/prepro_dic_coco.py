@@ -41,7 +41,7 @@ from nbt.misc.annotations import BoxIndex
 from nbt.misc.cider import document_frequency
 from nbt.misc.dcc import DCC_ORDER, dcc_class_names
 from nbt.misc.io import DataError, atomic_write_json, read_json
-from nbt.misc.language import language_for
+from nbt.misc.language import Language, language_for
 from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, build_vocab, tokenize
 from nbt.prepro.ai_challenger import images_from_aic
 from nbt.prepro.splits import NocSplit, held_out_from_split, noc_split, read_split, robust_split
@@ -177,7 +177,18 @@ def run(args) -> dict:
         images = images_from_coco_captions(args.captions_json, args.seed, quiet, language.segment)
     matcher = language.matcher
     held_out = apply_split(args, images, classes, matcher) if args.split != "normal" else []
+    return write_outputs(args, images, classes, matcher, held_out=held_out, split_scheme=args.split,
+                         language=language, instances=instances)
 
+
+def write_outputs(args, images: list[dict], classes: ClassNames, matcher: VisualWordMatcher, *,
+                  held_out: list[str], split_scheme: str, cap_records: list | None = None,
+                  language: Language | None = None, instances: list[str] = ()) -> dict:
+    """images[*] {id, file_path, split, captions (token lists)} -> the dic, cap (`cap_records` when
+    given: grounded captions) and df files named by args; prints a one-line summary. `language`:
+    the captions' (default English); `instances`: instance files the dic records for the runs."""
+    language = language or language_for("en", classes)
+    quiet = getattr(args, "quiet", False)
     train_caps = [c for im in images if im["split"] == "train" for c in im["captions"]]
     if not train_caps:
         raise DataError("no training captions: check the split field / split file")
@@ -191,7 +202,7 @@ def run(args) -> dict:
         "ix_to_word": ix_to_word, "wtod": wtod, "wtol": language.word_to_lemma({t for c in all_caps for t in c}),
         "images": [{"split": im["split"], "file_path": im["file_path"], "id": im["id"]} for im in images],
         "classes": list(classes.names), "fg_words": classes.fine_words, "plural_of": vocab.plural_of,
-        "split_scheme": args.split, "held_out": held_out, "language": language.code,
+        "split_scheme": split_scheme, "held_out": held_out, "language": language.code,
         "fingerprint": vocab.fingerprint(),
     }
     if instances:                       # runs read them from here unless told otherwise (misc/config.py)
@@ -199,7 +210,7 @@ def run(args) -> dict:
                                  for f in instances]          # relative to the dic's folder
     # Tokens are stored as they are (the original wrote UNK here): the loader maps unknown words to
     # UNK itself, files of the original still load, and evaluation references keep every word.
-    cap = [im["captions"] for im in images]
+    cap = [im["captions"] for im in images] if cap_records is None else cap_records
     atomic_write_json(args.output_dic, dic)
     atomic_write_json(args.output_cap, cap)
     if args.output_df:

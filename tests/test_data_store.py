@@ -79,9 +79,9 @@ def compare_with_reference(ds, epochs=(0,)) -> int:
     live = {"n": 0}
     encode, match = ds.encode_captions, ds._match
 
-    def spy(row, props, gt, gt_cls, rng, gt_fine=None, gt_group=None):
+    def spy(row, props, gt, gt_cls, rng, gt_fine=None, gt_group=None, gt_entity=None):
         ref = reference_targets(ds, row, props, gt, gt_cls, copy.deepcopy(rng), gt_fine, gt_group)
-        out = encode(row, props, gt, gt_cls, rng, gt_fine, gt_group)
+        out = encode(row, props, gt, gt_cls, rng, gt_fine, gt_group, gt_entity)
         for k, v in ref.items():
             assert np.array_equal(out[k].numpy(), v), f"row {row}: {k} differs"
         return out
@@ -251,7 +251,7 @@ def test_malformed_caption_files_name_the_file_and_entry(world_dir, tmp_path):
         DataBundle.load(opt)
     caps[3] = "a ring"
     path.write_text(json.dumps(caps))
-    with pytest.raises(DataError, match="cap_world.json: entry 3 is not a list of token lists"):
+    with pytest.raises(DataError, match="cap_world.json: entry 3 is not a list of captions"):
         DataBundle.load(opt)
     dic = json.loads((tmp_path / "dic_world.json").read_text())
     del dic["images"][2]["file_path"]

@@ -69,7 +69,7 @@ def test_a_checkout_runs_its_own_code_even_with_another_nbt_on_the_path(tmp_path
     impostor.mkdir()
     (impostor / "__init__.py").write_text("raise ImportError('the impostor nbt was imported')\n")
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    for script in ("main.py", "demo.py", "prepro/prepro_det.py", "tools/web_demo.py"):
+    for script in ("main.py", "demo.py", "prepro/prepro_det.py", "prepro/prepro_dic_flickr.py", "tools/web_demo.py"):
         out = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0 and "impostor" not in out.stderr, (script, out.stderr[-1500:])
