@@ -94,14 +94,15 @@ class RefinerLayer(nn.Module):
 class AoANet(CaptionDecoder):
     def __init__(self, *, vocab_size, num_classes, fine_class, feat_dim, rnn_size=1024, input_encoding_size=512,
                  att_hid_size=512, class_emb_size=300, loc_emb_size=300, drop_prob=0.5, stride=32,
-                 image_size=512, class_vectors=None, heads=8, refine_layers=6, grid_size=0, **_):
+                 image_size=512, class_vectors=None, heads=8, refine_layers=6, grid_size=0, roi_align="torchvision",
+                 **_):
         super().__init__()
         H = rnn_size
         self.vocab_size, self.rnn_size = vocab_size, H
         self.regions = RegionEncoder(feat_dim=feat_dim, num_classes=num_classes, rnn_size=H,
                                      class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
                                      drop_prob=drop_prob, stride=stride, image_size=image_size,
-                                     class_vectors=class_vectors, grid_size=grid_size)
+                                     class_vectors=class_vectors, grid_size=grid_size, roi_align=roi_align)
         self.refiner = nn.ModuleList(RefinerLayer(H, heads, drop_prob) for _ in range(refine_layers))
         self.embed = nn.Sequential(nn.Embedding(vocab_size, input_encoding_size), nn.ReLU(), nn.Dropout(drop_prob))
         self.lstm = nn.LSTMCell(input_encoding_size + H, H)

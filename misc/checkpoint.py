@@ -2,6 +2,9 @@
 
 Keys: model, optimizer, scaler, epoch, batch_in_epoch, iteration, rng, config, fingerprint,
 classes, best_score, history. RNG states are stored as tensors / plain lists (weights_only-safe).
+A converted model of the original (misc/original_checkpoint.py) has model, config, fingerprint,
+classes and `vocabulary` (its words and class list, which it carries itself) only; the original's
+own pair (model-best.pth + infos_<id>-best.pkl) is converted when loaded.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import numpy as np
 import torch
 
 from nbt.misc.io import DataError, atomic_path
+from nbt.misc.original_checkpoint import is_original_state_dict, load_original
+from nbt.misc.vocab import ClassNames, Vocabulary
 from nbt.misc.weights import UnreadableFile, load_weights_only
 
 
@@ -57,8 +62,21 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = load_weights_only(path)
     except UnreadableFile as err:
         raise DataError(f"cannot load checkpoint {path}: {err}") from None
+    if is_original_state_dict(ckpt):
+        ckpt = load_original(path, ckpt)
     validate_checkpoint(ckpt, path)
     return ckpt
+
+
+def checkpoint_vocabulary(ckpt: dict) -> tuple[dict, ClassNames, Vocabulary] | None:
+    """(dic, classes, vocabulary) of a checkpoint that carries its own (a converted model of the
+    original); None for this project's checkpoints, whose config names their dic and class files."""
+    voc = ckpt.get("vocabulary")
+    if voc is None:
+        return None
+    classes = ClassNames(tuple(voc["classes"]), tuple(tuple(w) for w in voc["class_words"]))
+    dic = {"ix_to_word": voc["ix_to_word"], "held_out": voc.get("held_out", []), "images": []}
+    return dic, classes, Vocabulary(voc["ix_to_word"], classes, voc.get("plural_of"))
 
 
 def validate_checkpoint(ckpt, path: str | Path) -> None:

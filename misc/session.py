@@ -33,7 +33,8 @@ from nbt.misc.trainer import (ProgressLog, StopRequest, TrainState, evaluate, fo
 # Options that define the network: taken from a checkpoint when one is loaded.
 MODEL_KEYS = ("att_model", "cnn_backend", "rnn_size", "input_encoding_size", "att_hid_size", "att_feat_size",
               "class_emb_size", "loc_emb_size", "image_crop_size", "drop_prob_lm", "aoa_heads",
-              "aoa_refine_layers", "grid_size", "region_grouping")
+              "aoa_refine_layers", "grid_size", "region_grouping", "roi_align", "sentinel_cell", "sentinel_key",
+              "extra_word_logit", "fine_head")
 CHECKPOINT_GLOBS = ("model.pth", "model-best.pth", "epoch_*.pth")
 
 
@@ -61,6 +62,8 @@ def resume_path(opt: Options) -> Path | None:
         return Path(opt.checkpoint_path) / opt.id / f"epoch_{opt.resume_epoch}.pth"
     if opt.start_from:
         p = Path(opt.start_from)
+        if p.is_dir() and not (p / "model.pth").is_file() and (p / "model-best.pth").is_file():
+            return p / "model-best.pth"            # e.g. a folder of the original's (model-best.pth only)
         return p / "model.pth" if p.is_dir() else p
     return None
 
@@ -202,6 +205,9 @@ def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume
     ckpt = None
     if resume is not None:
         ckpt = load_checkpoint(resume)
+        if "original" in ckpt and resumes_in(out_dir, resume):
+            raise DataError(f"{resume.parent} holds a model of the original NeuralBabyTalk: give --id NAME to "
+                            f"fine-tune it into {Path(opt.checkpoint_path) / 'NAME'} (its own folder is not written)")
         check_compatible(ckpt, bundle.vocab.fingerprint(), list(bundle.classes.names), str(resume))
         opt = with_checkpoint_model_options(opt, ckpt)
     model = build_model(opt, bundle, device)
@@ -210,11 +216,12 @@ def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume
     state = TrainState()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler.is_enabled() and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        state = TrainState.from_checkpoint(ckpt)
-        set_rng_state(ckpt["rng"])
+        if "optimizer" in ckpt:              # a converted model of the original has weights only: a new run
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if scaler.is_enabled() and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            state = TrainState.from_checkpoint(ckpt)
+            set_rng_state(ckpt["rng"])
     raw = model
     if world > 1:
         if device.type == "cuda":
