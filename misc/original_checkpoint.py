@@ -246,6 +246,7 @@ def converted_options(opt, state: dict, where: str) -> Options:
         finetune_cnn=bool(getattr(opt, "finetune_cnn", False)),
         fixed_block=min(4, max(0, int(getattr(opt, "fixed_block", 4)))),
         decode_noc=bool(getattr(opt, "decode_noc", False)), cbs_score_thresh=0.8, pos_score_thresh=0.5,
+        amp="none",                                              # it computed in float32
         id=str(getattr(opt, "id", "") or ""))
     if values["decode_noc"]:
         values["noc_word_map"] = dict(NOC_WORD_MAP)

@@ -135,12 +135,15 @@ def with_data_thresholds(opt: Options, bundle: DataBundle) -> Options:
 
 
 def with_checkpoint_model_options(opt: Options, ckpt: dict) -> Options:
-    """The network's shape comes from the checkpoint; a differing command-line value is noted."""
+    """The network's shape comes from the checkpoint; a differing command-line value is noted. Its
+    weights too: no pretrained CNN is read (a converted model of the original has a CNN that no
+    weight file of torchvision fits)."""
     saved = ckpt.get("config", {})
     changed = [k for k in MODEL_KEYS if k in saved and saved[k] != getattr(opt, k)]
     if changed:
         print(f"note: the checkpoint defines the model: {', '.join(f'{k}={saved[k]!r}' for k in changed)}")
-    return dataclasses.replace(opt, **{k: saved[k] for k in MODEL_KEYS if k in saved})
+    return dataclasses.replace(opt, pretrained_cnn=False, cnn_weights="",
+                               **{k: saved[k] for k in MODEL_KEYS if k in saved})
 
 
 # -- training ----------------------------------------------------------------------------------

@@ -408,3 +408,42 @@ def test_beam_first_finished_returns_the_first_caption_to_end_as_the_original():
     assert cut.tokens == [1]
     with pytest.raises(ValueError, match="not with cbs"):
         beam_search(decoder, f, beam_size=2, max_len=5, first_finished=True, constraints=torch.zeros(1, 1).long())
+
+
+def test_main_evaluates_the_original_model_on_data_of_its_vocabulary(ckpt, expected, tmp_path, monkeypatch, capsys):
+    """`main.py --inference_only True --start_from <the original's folder>` with a data set in its
+    vocabulary and classes (the converter's class_name.txt) and its image size and caption length
+    (as its config gives them): the original's greedy captions."""
+    import h5py
+    from nbt import main as main_py
+    from nbt.tools import convert_original
+    assert convert_original.main([str(FIXTURE), str(tmp_path / "converted")]) == 0
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    images = []
+    for i in range(2):
+        shutil.copy(FIXTURE / f"image_{i}.png", data / "images" / f"im{i}.png")
+        images.append({"split": "test", "file_path": f"im{i}.png", "id": 100 + i})
+    voc = ckpt["vocabulary"]
+    (data / "dic.json").write_text(json.dumps({"ix_to_word": voc["ix_to_word"], "images": images}))
+    (data / "cap.json").write_text(json.dumps([[["a", "man", "on", "the", "street"]] * 5] * 2))
+    R = expected["proposals"].shape[1]
+    with h5py.File(data / "det.h5", "w") as h:
+        h["dets_labels"] = expected["proposals"].numpy()
+        h["dets_num"] = h["nms_num"] = expected["num"][:, 1].numpy()
+        h["image_id"] = np.array([100, 101])
+    assert R == 7
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main_py.main(["--path_opt", "", "--dataset", "coco", "--input_json", str(data / "cap.json"),
+                         "--input_dic", str(data / "dic.json"), "--image_path", str(data / "images"),
+                         "--proposal_h5", str(data / "det.h5"), "--instances_json", "",
+                         "--class_name_file", str(tmp_path / "converted" / "class_name.txt"),
+                         "--start_from", str(FIXTURE), "--inference_only", "True", "--cuda", "False",
+                         "--num_workers", "0", "--cbs_score_thresh", "0.8", "--pos_score_thresh", "0.5",
+                         "--image_crop_size", "256", "--image_size", "288", "--seq_length", "16"]) == 0
+    assert "converted on load" in capsys.readouterr().err
+    result = json.loads((tmp_path / "eval_results" / "original_model_test_greedy.json").read_text())
+    _, _, vocab = checkpoint_vocabulary(ckpt)
+    tagged = {p["image_id"]: p["tagged"] for p in result["imgToEval"]}
+    assert tagged == {100 + i: expected_greedy_text(ckpt, expected, vocab, i)[0] for i in range(2)}
