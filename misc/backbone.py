@@ -237,7 +237,8 @@ class Backbone(nn.Module):
         if name in CAFFE_DEPTHS:
             if tiny_channels % 32:
                 raise ValueError(f"cnn_backend {name}: att_feat_size {tiny_channels} is not a multiple of 32")
-            net, self.out_channels, self.stride = CaffeResNet(CAFFE_DEPTHS[name], tiny_channels // 32), tiny_channels, 32
+            net = CaffeResNet(CAFFE_DEPTHS[name], tiny_channels // 32)
+            self.out_channels, self.stride = tiny_channels, 32
         elif name in SPECS:
             ctor, _, self.out_channels, self.stride = SPECS[name]
             kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
