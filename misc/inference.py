@@ -42,7 +42,7 @@ class Decoding:
 
     @property
     def name(self) -> str:
-        """greedy | beam3 | beam3_cbs-novel2 (results files carry it)."""
+        """greedy | beam3 | beam3-first (beam_first_finished) | beam3_cbs-novel2 (results files carry it)."""
         name = "greedy" if self.beam_size == 1 and not self.cbs else f"beam{self.beam_size}"
         name += "-first" if self.first_finished and self.beam_size > 1 else ""
         return name + (f"_cbs-{self.cbs_mode}{self.cbs_tag_size}" if self.cbs else "")
