@@ -60,8 +60,7 @@ class Options:
     class_name_file: str = _o("data/world/world_class_name.txt",
                               "class-name file: one line per class, comma-separated fine-grained words")
     cnn_backend: str = _o("res101", "CNN that makes the conv map (tiny = small CNN trained from scratch; "
-                          "*_caffe = the original's own ResNet, stride on each block's 1x1 conv, width from "
-                          "att_feat_size)", choices=CNN_BACKENDS)
+                          "*_caffe = the original's ResNet, width att_feat_size)", choices=CNN_BACKENDS)
     cnn_weights: str = _o("", "local .pth of the CNN's torchvision weights; '' = torchvision's download "
                           "(or random for tiny)")
     pretrained_cnn: bool = _o(True, "load ImageNet weights for the CNN (False: random init, for tests)")
