@@ -33,7 +33,7 @@ from PIL import Image
 
 from nbt.misc.calibration import resolve_score_thresholds
 from nbt.misc.captioner import build_captioner
-from nbt.misc.checkpoint import check_compatible, load_checkpoint
+from nbt.misc.checkpoint import check_compatible, checkpoint_vocabulary, load_checkpoint
 from nbt.misc.config import Options, options_from_dict
 from nbt.misc.dataset import held_out_classes, load_dic
 from nbt.misc.inference import Decoding, decode_batch, inference_mode
@@ -200,14 +200,16 @@ class NBTCaptioner:
 
     @classmethod
     def from_pretrained(cls, run: str | Path, *, device: str | None = None, **overrides) -> "NBTCaptioner":
-        """`run`: save/<id> (model-best.pth, else model.pth) or a .pth file. The checkpoint's own
-        config names its dic / class / detection files; `overrides` change any option, e.g.
+        """`run`: save/<id> (model-best.pth, else model.pth) or a .pth file, or a folder of the original
+        NeuralBabyTalk (model-best.pth + infos_<id>-best.pkl: converted on load). The checkpoint's own
+        config names its dic / class / detection files (a converted one carries its vocabulary and
+        classes); `overrides` change any option, e.g.
         `detector_weights="frcnn.pth"` (the detector for images outside the run's data set).
         `device`: "cpu", "cuda", ... (default: the GPU when there is one and the run's `cuda`)."""
         ckpt = load_checkpoint(run)
         opt = options_from_dict({**ckpt["config"], **overrides, "cached_features": ""})
         opt = dataclasses.replace(opt, pretrained_cnn=False, cnn_weights="")   # weights come from ckpt
-        dic, classes, vocab = load_dic(opt.input_dic, opt.class_name_file, opt.language)
+        dic, classes, vocab = checkpoint_vocabulary(ckpt) or load_dic(opt.input_dic, opt.class_name_file, opt.language)
         check_compatible(ckpt, vocab.fingerprint(), list(classes.names), str(run))
         dev = torch.device(device or ("cuda" if opt.cuda and torch.cuda.is_available() else "cpu"))
         model = build_captioner(opt, vocab_size=vocab.size, num_classes=classes.num_classes,

@@ -1,6 +1,13 @@
 """CNN backbones: image (B, 3, H, W) -> conv map (B, D, H/stride, W/stride).
 
 - res101 (the paper's), res50, res18: torchvision ResNets up to layer4 (stride 32).
+- res50_caffe, res101_caffe, res152_caffe: the original's own ResNet (its misc/resnet.py, "Caffe
+  style"): each bottleneck's stride on its first 1x1 conv (torchvision: on the 3x3), and a
+  ceil-mode max-pool without padding. Same parameter names and shapes as torchvision's, so
+  torchvision's weight files load into it, but they compute another function: it needs the
+  weights it was trained with (`cnn_weights`: the original's data/imagenet_weights/resnet101.pth,
+  or a converted checkpoint of the original). Its width follows att_feat_size (channels =
+  att_feat_size, 2048 for the real network).
 - vgg16: torchvision VGG16 features minus the last max-pool (stride 16, 512 channels).
 - inception_v3: up to Mixed_7c (2048 channels). Its convolutions are unpadded, so the map is
   (H - 75) / 32 + 1 cells, not H / 32: a box maps to the cells at stride 32 up to that offset of
@@ -45,6 +52,54 @@ SPECS = {  # name: (constructor, weight enum, channels, stride)
 _DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
+CAFFE_DEPTHS = {"res50_caffe": (3, 4, 6, 3), "res101_caffe": (3, 4, 23, 3), "res152_caffe": (3, 8, 36, 3)}
+
+
+class CaffeBottleneck(nn.Module):
+    """A ResNet bottleneck with its stride on the first 1x1 conv (the original's misc/resnet.py)."""
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class CaffeResNet(nn.Module):
+    """The original's ResNet up to layer4 (stride 32), `width` channels after the stem (64 for the
+    real network; the output has 32 * width)."""
+
+    def __init__(self, layers: tuple[int, ...], width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=0, ceil_mode=True)
+        inplanes = width
+        for i, blocks in enumerate(layers):
+            planes, stride = width * 2 ** i, 1 if i == 0 else 2
+            down = None
+            if stride != 1 or inplanes != planes * 4:
+                down = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
+                                     nn.BatchNorm2d(planes * 4))
+            mods = [CaffeBottleneck(inplanes, planes, stride, down)]
+            inplanes = planes * 4
+            mods += [CaffeBottleneck(inplanes, planes) for _ in range(1, blocks)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*mods))
+
+
 class TinyCNN(nn.Module):
     """Six 3x3 conv layers with BatchNorm, trained from scratch (GroupNorm learned the
     fine-grained kinds much more slowly on the world). Under DDP on GPUs it becomes
@@ -87,16 +142,26 @@ class InceptionInput(nn.Module):
         return x * self.scale + self.shift                                 # (B, 3, H, W)
 
 
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Every BatchNorm2d replaced by a FrozenBatchNorm2d with its statistics and affine weights."""
+class EvalBatchNorm2d(FrozenBatchNorm2d):
+    """A FrozenBatchNorm2d that computes as BatchNorm2d in eval mode (F.batch_norm), operation for
+    operation: the Caffe ResNets reproduce the original's network, whose BatchNorm ran in eval
+    mode (FrozenBatchNorm2d's x * scale + shift rounds differently: 1e-4 relative after 101 layers)."""
+
+    def forward(self, x):
+        return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                        training=False, eps=self.eps)
+
+
+def freeze_batchnorm(module: nn.Module, kind: type = FrozenBatchNorm2d) -> nn.Module:
+    """Every BatchNorm2d replaced by a frozen one (`kind`) with its statistics and affine weights."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen = kind(child.num_features, eps=child.eps)
             for key in ("weight", "bias", "running_mean", "running_var"):
                 getattr(frozen, key).copy_(getattr(child, key).detach())
             setattr(module, name, frozen)
         else:
-            freeze_batchnorm(child)
+            freeze_batchnorm(child, kind)
     return module
 
 
@@ -120,6 +185,14 @@ def _blocks(name: str, net: nn.Module) -> list[nn.Module]:
 
 
 def _load_weights(name: str, net: nn.Module, *, weights: str, pretrained: bool) -> None:
+    if name in CAFFE_DEPTHS:
+        if weights:
+            _load_caffe_weights(name, net, weights)
+        elif pretrained:
+            raise DataError(f"cnn_backend {name}: no weights to download for the original's ResNet (torchvision's "
+                            "are another network); pass --cnn_weights PATH (the original's "
+                            "imagenet_weights/resnet*.pth) or --pretrained_cnn False")
+        return
     ctor, enum, _, _ = SPECS[name]
     if weights:
         state = read_state_dict(weights, what=f"{ctor} CNN", flag="--cnn_weights")
@@ -140,9 +213,20 @@ def _load_weights(name: str, net: nn.Module, *, weights: str, pretrained: bool) 
         raise DataError(f"{weights or enum}: not {ctor} weights (missing {missing[0]})")
 
 
+def _load_caffe_weights(name: str, net: nn.Module, weights: str) -> None:
+    state = read_state_dict(weights, what=f"{name} CNN", flag="--cnn_weights")
+    try:
+        missing, _ = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise DataError(f"{weights}: not {name} weights ({str(err).splitlines()[-1].strip()})") from None
+    if missing:
+        raise DataError(f"{weights}: not {name} weights (missing {missing[0]})")
+
+
 class Backbone(nn.Module):
     def __init__(self, name: str, *, weights: str = "", pretrained: bool = True, finetune: bool = False,
                  fixed_block: int = 1, tiny_channels: int = 128):
+        """tiny_channels (att_feat_size): the tiny CNN's width, and the Caffe ResNets' output channels."""
         super().__init__()
         self.name = name
         if name == "tiny":
@@ -150,13 +234,20 @@ class Backbone(nn.Module):
             self.out_channels = self.body.out_channels
             self.trainable = True
             return
-        if name not in SPECS:
-            raise ValueError(f"unknown cnn_backend '{name}' (choose from tiny, {', '.join(SPECS)})")
-        ctor, _, self.out_channels, self.stride = SPECS[name]
-        kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
-        net = getattr(torchvision.models, ctor)(weights=None, **kwargs)
+        if name in CAFFE_DEPTHS:
+            if tiny_channels % 32:
+                raise ValueError(f"cnn_backend {name}: att_feat_size {tiny_channels} is not a multiple of 32")
+            net = CaffeResNet(CAFFE_DEPTHS[name], tiny_channels // 32)
+            self.out_channels, self.stride = tiny_channels, 32
+        elif name in SPECS:
+            ctor, _, self.out_channels, self.stride = SPECS[name]
+            kwargs = {"aux_logits": False, "init_weights": False} if name == "inception_v3" else {}
+            net = getattr(torchvision.models, ctor)(weights=None, **kwargs)
+        else:
+            raise ValueError(f"unknown cnn_backend '{name}' (choose from tiny, {', '.join([*SPECS, *CAFFE_DEPTHS])})")
         _load_weights(name, net, weights=weights, pretrained=pretrained)
-        self.body = nn.Sequential(*_blocks(name, freeze_batchnorm(net)))
+        frozen = freeze_batchnorm(net, EvalBatchNorm2d if name in CAFFE_DEPTHS else FrozenBatchNorm2d)
+        self.body = nn.Sequential(*_blocks(name, frozen))
         if name == "vgg16":
             n_frozen = 0 if finetune else len(self.body)
         else:

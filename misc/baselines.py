@@ -108,14 +108,15 @@ class RefinerLayer(nn.Module):
 class AoANet(CaptionDecoder):
     def __init__(self, *, vocab_size, num_classes, fine_class, feat_dim, rnn_size=1024, input_encoding_size=512,
                  att_hid_size=512, class_emb_size=300, loc_emb_size=300, drop_prob=0.5, stride=32,
-                 image_size=512, class_vectors=None, heads=8, refine_layers=6, grid_size=0, **_):
+                 image_size=512, class_vectors=None, heads=8, refine_layers=6, grid_size=0, roi_align="torchvision",
+                 **_):
         super().__init__()
         H = rnn_size
         self.vocab_size, self.rnn_size = vocab_size, H
         self.regions = RegionEncoder(feat_dim=feat_dim, num_classes=num_classes, rnn_size=H,
                                      class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
                                      drop_prob=drop_prob, stride=stride, image_size=image_size,
-                                     class_vectors=class_vectors, grid_size=grid_size)
+                                     class_vectors=class_vectors, grid_size=grid_size, roi_align=roi_align)
         self.refiner = nn.ModuleList(RefinerLayer(H, heads, drop_prob) for _ in range(refine_layers))
         self.embed = nn.Sequential(nn.Embedding(vocab_size, input_encoding_size), nn.ReLU(), nn.Dropout(drop_prob))
         self.lstm = nn.LSTMCell(input_encoding_size + H, H)
@@ -167,7 +168,7 @@ class Att2in2(NBTDecoder):
                  rnn_size: int = 1024, input_encoding_size: int = 512, att_hid_size: int = 512,
                  class_emb_size: int = 300, loc_emb_size: int = 300, drop_prob: float = 0.5,
                  stride: int = 32, image_size: int = 512, class_vectors: torch.Tensor | None = None,
-                 grid_size: int = 0, region_grouping: bool = False, **_):
+                 grid_size: int = 0, region_grouping: bool = False, roi_align: str = "torchvision", **_):
         CaptionDecoder.__init__(self)
         H, E, A = rnn_size, input_encoding_size, att_hid_size
         self.vocab_size, self.num_classes, self.rnn_size = vocab_size, num_classes, H
@@ -175,9 +176,10 @@ class Att2in2(NBTDecoder):
         self.regions = RegionEncoder(feat_dim=feat_dim, num_classes=num_classes, rnn_size=H,
                                      class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
                                      drop_prob=drop_prob, stride=stride, image_size=image_size,
-                                     class_vectors=class_vectors, grid_size=grid_size)
+                                     class_vectors=class_vectors, grid_size=grid_size, roi_align=roi_align)
         self.grouping = RegionGrouping(rnn_size=H, hidden=A) if region_grouping else None
         self.embed = nn.Sequential(nn.Embedding(vocab_size + num_classes + 1, E), nn.ReLU(), nn.Dropout(drop_prob))
+        self.sentinel_previous, self.sentinel_key = False, None      # NBT's defaults: current cell, pointer's keys
         self.att_grid = AdditiveAttention(query_size=H, key_size=H, hidden=A)
         self.att_region = AdditiveAttention(query_size=H, key_size=H, hidden=A)
         self.i2h = nn.Linear(E, 5 * H)             # gates i, f, o, then the cell input's two halves

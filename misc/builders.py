@@ -11,9 +11,11 @@ from nbt.misc.dataset import DataBundle
 def build_model(opt, bundle: DataBundle, device) -> torch.nn.Module:
     vectors = read_glove(opt.glove_path, list(bundle.classes.names), opt.class_emb_size, opt.seed) \
         if opt.glove_path else None
+    fine = read_glove(opt.glove_path, bundle.classes.fine_words, opt.class_emb_size, opt.seed)[1:] \
+        if opt.glove_path and opt.fine_head == "glove" else None              # (F, E), as the original's fg_emb
     torch.manual_seed(opt.seed)
     model = build_captioner(opt, vocab_size=bundle.vocab.size, num_classes=bundle.classes.num_classes,
-                            fine_class=bundle.classes.fine_class(), class_vectors=vectors)
+                            fine_class=bundle.classes.fine_class(), class_vectors=vectors, fine_vectors=fine)
     return model.to(device)
 
 

@@ -57,7 +57,9 @@ class Captioner(nn.Module):
 
 
 def build_captioner(opt, *, vocab_size: int, num_classes: int, fine_class: list[int],
-                    class_vectors: torch.Tensor | None = None) -> Captioner:
+                    class_vectors: torch.Tensor | None = None, fine_vectors: torch.Tensor | None = None) -> Captioner:
+    """fine_vectors (F, class_emb_size): the fixed word vectors of fine_head "glove" (None: seeded
+    random ones, or those a checkpoint loads)."""
     if opt.cached_features:        # only the shapes are needed: the conv maps come from the cache
         import dataclasses
         backbone = build_backbone(dataclasses.replace(opt, pretrained_cnn=False, cnn_weights=""))
@@ -68,11 +70,14 @@ def build_captioner(opt, *, vocab_size: int, num_classes: int, fine_class: list[
                   rnn_size=opt.rnn_size, input_encoding_size=opt.input_encoding_size,
                   att_hid_size=opt.att_hid_size, class_emb_size=opt.class_emb_size,
                   loc_emb_size=opt.loc_emb_size, drop_prob=opt.drop_prob_lm, stride=backbone.stride,
-                  image_size=opt.image_crop_size, class_vectors=class_vectors, grid_size=opt.grid_size)
+                  image_size=opt.image_crop_size, class_vectors=class_vectors, grid_size=opt.grid_size,
+                  roi_align=opt.roi_align)
+    core = dict(sentinel_cell=opt.sentinel_cell, sentinel_key=opt.sentinel_key, extra_word_logit=opt.extra_word_logit,
+                fine_head=opt.fine_head, fine_vectors=fine_vectors)
     if opt.att_model == "topdown":
-        decoder = NBTDecoder(**common, region_grouping=opt.region_grouping)
+        decoder = NBTDecoder(**common, **core, region_grouping=opt.region_grouping)
     elif opt.att_model == "updown_plain":
-        decoder = NBTDecoder(**common, pointer=False)
+        decoder = NBTDecoder(**common, **core, pointer=False)
     elif opt.att_model in ("showtell", "aoanet", "att2in2"):
         from nbt.misc.baselines import build_baseline
         decoder = build_baseline(opt.att_model, heads=opt.aoa_heads, refine_layers=opt.aoa_refine_layers,

@@ -50,7 +50,8 @@ def _o(default, help: str, *, choices: tuple = (), lo=None, hi=None, lo_open: bo
 SPLITS = ("train", "val", "test")
 DATASETS = ("world", "coco", "flickr30k")
 POINTER_DECODERS = ("topdown", "att2in2")      # decoders with visual slots (pointer, plural and fine-grained heads)
-CNN_BACKENDS = ("tiny", "res18", "res50", "res101", "vgg16", "inception_v3", "densenet121", "densenet161")
+CNN_BACKENDS = ("tiny", "res18", "res50", "res101", "vgg16", "inception_v3", "densenet121", "densenet161",
+                "res50_caffe", "res101_caffe", "res152_caffe")
 
 
 @dataclass
@@ -73,8 +74,8 @@ class Options:
                               "class-name file: one line per class, comma-separated fine-grained words")
     language: str = _o("", "caption language of the data: en, zh; '' = the dic's own (its 'language' key, "
                        "English when absent); given, it must match the dic's", choices=("", "en", "zh"))
-    cnn_backend: str = _o("res101", "CNN that makes the conv map (tiny = small CNN trained from scratch)",
-                          choices=CNN_BACKENDS)
+    cnn_backend: str = _o("res101", "CNN that makes the conv map (tiny = small CNN trained from scratch; "
+                          "*_caffe = the original's ResNet, width att_feat_size)", choices=CNN_BACKENDS)
     cnn_weights: str = _o("", "local .pth of the CNN's torchvision weights; '' = torchvision's download "
                           "(or random for tiny)")
     pretrained_cnn: bool = _o(True, "load ImageNet weights for the CNN (False: random init, for tests)")
@@ -113,6 +114,17 @@ class Options:
     aoa_heads: int = _o(8, "AoANet baseline: attention heads", lo=1)
     aoa_refine_layers: int = _o(6, "AoANet baseline: refiner layers", lo=0)
     glove_path: str = _o("", "GloVe txt file (word v1 ... v300) for frozen class embeddings; '' = learned")
+    roi_align: str = _o("torchvision", "RoIAlign sampling: torchvision's bin centres inside the box, or the "
+                        "original's RoIAlignAvg(1, 1) (box start and end + 1 cells, extrapolated at the edges)",
+                        choices=("torchvision", "original"))
+    sentinel_cell: str = _o("current", "NBT's visual sentinel reads the language LSTM's current cell state "
+                            "(adaptive attention) or the previous one (the original)", choices=("current", "previous"))
+    sentinel_key: str = _o("shared", "pointer key of the sentinel: the pointer's key layer of the regions (shared) "
+                           "or a layer of its own (the original)", choices=("shared", "own"))
+    extra_word_logit: bool = _o(False, "one word logit more than words, never emitted but in the softmax "
+                                "(the original's vocab_size + 1 outputs)")
+    fine_head: str = _o("linear", "fine-grained slot head: a logit per word (linear), or a 300-d output scored "
+                        "against fixed word vectors (glove: the original's)", choices=("linear", "glove"))
     # --- optimisation ------------------------------------------------------------------
     max_epochs: int = _o(30, "epochs to train (a resumed run continues up to this total)", lo=1)
     batch_size: int = _o(10, "images per step (each with seq_per_img captions)", lo=1)
@@ -129,6 +141,9 @@ class Options:
     seq_length: int = _o(20, "maximum caption length in tokens (training and decoding)", lo=1)
     beam_size: int = _o(1, "beam size for evaluation (1 = greedy)", lo=1, hi=100)
     length_penalty: float = _o(0.0, "final beam score / length ** alpha (0 = none)", lo=0)
+    beam_first_finished: bool = _o(False, "beam search returns the first caption to end, not the best, as the "
+                                   "original's did (it kept a finished beam's score as a view, then overwrote it "
+                                   "with -1000); not with cbs")
     lm_loss_weight: float = _o(1.0, "weight of the word + pointer loss", lo=0)
     bn_loss_weight: float = _o(1.0, "weight of the plural (singular / plural) slot loss", lo=0)
     fg_loss_weight: float = _o(1.0, "weight of the fine-grained word slot loss", lo=0)

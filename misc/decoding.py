@@ -186,13 +186,21 @@ def select_next(cand: torch.Tensor, cons: Constraints, beam_size: int):
 @torch.no_grad()
 def beam_search(decoder, f: Encoded, *, beam_size: int = 1, max_len: int = 20,
                 constraints: torch.Tensor | None = None, length_penalty: float = 0.0,
-                drop_hopeless: bool = True) -> list[Decoded]:
+                drop_hopeless: bool = True, first_finished: bool = False) -> list[Decoded]:
     """f: encoded features of B images. constraints (B, n) proposal indices or -1.
 
     Each step runs the decoder on the live rows only (finite score, not finished). Without a
     length penalty scores only fall, so a row scoring below its image's best finished caption in
     the final state can never win and is dropped (`drop_hopeless`; the result is the same as
-    without dropping it)."""
+    without dropping it).
+
+    first_finished (the original's beam search, without constraints): a beam that ends leaves the
+    search at once (its place goes to the next live continuation), and each image's caption is the
+    first one to end (at the same step, the higher-scored), or at max_len the best one then."""
+    if first_finished:
+        if constraints is not None:
+            raise ValueError("beam_first_finished reproduces the original's plain beam search; not with cbs")
+        return _first_finished_search(decoder, f, beam_size=beam_size, max_len=max_len)
     V, R = decoder.vocab_size, f.num_regions
     beams, cons = start_beams(decoder, f, beam_size, constraints)
     B, NS, K = beams.scores.shape
@@ -220,6 +228,39 @@ def beam_search(decoder, f: Encoded, *, beam_size: int = 1, max_len: int = 20,
         if bool((beams.finished | ~torch.isfinite(beams.scores.view(N))).all()):
             break
     return best_captions(beams, constraints, length_penalty=length_penalty)
+
+
+def _first_finished_search(decoder, f: Encoded, *, beam_size: int, max_len: int) -> list[Decoded]:
+    """beam_search(first_finished=True): the original's CaptionModel.beam_search kept each finished
+    beam's score as a view of its slot and then set the slot to -1000, so every finished score
+    reads -1000 and its stable sort returns the first beam to finish."""
+    V, R = decoder.vocab_size, f.num_regions
+    beams, cons = start_beams(decoder, f, beam_size, None)
+    B, NS, K = beams.scores.shape
+    N = B * K
+    region_cls = f.region_cls[beams.img] if R else None                 # (N, R)
+    out: list[Decoded | None] = [None] * B
+    for t in range(max_len):
+        live = (torch.isfinite(beams.scores.view(N)) & ~beams.finished).nonzero().flatten()   # (n,)
+        w_lp, r_lp, beams.state = step_live(decoder, f, beams.tokens_in, beams.state, beams.pointed if R else None,
+                                            live, beams.img[live])
+        logp = torch.full((N, V + R), NEG_INF, device=f.device)          # finished rows: retired
+        logp[live] = torch.cat([w_lp, r_lp], -1).float()                # (N, V + R)
+        cand = (beams.scores.view(N, 1) + logp).view(B, NS, K, V + R)
+        beams.scores, src_state, src_beam, tok = select_next(cand, cons, K)
+        beams.reorder(((torch.arange(B, device=f.device)[:, None, None] * NS + src_state) * K + src_beam).view(N))
+        was = beams.finished | ~torch.isfinite(beams.scores.view(N))
+        append_step(decoder, f, beams, tok.reshape(N), region_cls)
+        ended = (beams.finished | (t == max_len - 1)) & ~was             # (N,) in slot order per image
+        for n in ended.nonzero().flatten().tolist():
+            b = n // K
+            if out[b] is None:
+                L = t + 1 - int(beams.seqs[n, t] == 0)
+                out[b] = Decoded(tokens=beams.seqs[n, :L].tolist(), plural=beams.plural[n, :L].tolist(),
+                                 fine=beams.fine[n, :L].tolist(), score=float(beams.scores.view(N)[n]))
+        if all(d is not None for d in out):
+            break
+    return out
 
 
 def append_step(decoder, f: Encoded, beams: Beams, tok: torch.Tensor, region_cls: torch.Tensor | None) -> None:

@@ -29,20 +29,22 @@ class Decoding:
     novel_classes: tuple[int, ...] = ()    # held-out classes (NOC): CBS novel mode's candidates
     render_novel: bool = False             # decode_noc: a held-out class is rendered by its name
     amp: str = "none"                      # autocast of the encoder on a GPU
+    first_finished: bool = False           # beam search returns the first caption to end (the original's)
 
     @staticmethod
     def from_options(opt, novel_classes=(), **changes) -> "Decoding":
         values = dict(beam_size=opt.beam_size, max_len=opt.seq_length, length_penalty=opt.length_penalty,
                       cbs=opt.cbs, cbs_mode=opt.cbs_mode, cbs_tag_size=opt.cbs_tag_size,
                       cbs_score_thresh=opt.cbs_score_thresh, novel_classes=tuple(novel_classes),
-                      render_novel=opt.decode_noc, amp=opt.amp)
+                      render_novel=opt.decode_noc, amp=opt.amp, first_finished=opt.beam_first_finished)
         values.update(changes)
         return Decoding(**values)
 
     @property
     def name(self) -> str:
-        """greedy | beam3 | beam3_cbs-novel2 (results files carry it)."""
+        """greedy | beam3 | beam3-first (beam_first_finished) | beam3_cbs-novel2 (results files carry it)."""
         name = "greedy" if self.beam_size == 1 and not self.cbs else f"beam{self.beam_size}"
+        name += "-first" if self.first_finished and self.beam_size > 1 else ""
         return name + (f"_cbs-{self.cbs_mode}{self.cbs_tag_size}" if self.cbs else "")
 
 
@@ -75,7 +77,8 @@ def decode_batch(model, batch: dict, decoding: Decoding, vocab, *, device,
                                          score_thresh=decoding.cbs_score_thresh,
                                          novel_classes=list(decoding.novel_classes))
     decoded = beam_search(model.decoder, f, beam_size=decoding.beam_size, max_len=decoding.max_len,
-                          constraints=constraints, length_penalty=decoding.length_penalty)
+                          constraints=constraints, length_penalty=decoding.length_penalty,
+                          first_finished=decoding.first_finished)
     novel = set(decoding.novel_classes) if decoding.render_novel else set()
     return [fill_slots(d, vocab, proposals[i], novel_classes=novel,
                        box_scale=box_scales[i] if box_scales is not None else (1.0, 1.0))

@@ -13,6 +13,15 @@ At each step:
                    log p(region i) = log p_i
 With `region_grouping`, region vectors also carry a learned group size (misc/grouping.py).
 Tokens: 0 = BOS / EOS, 1..V-1 words; V + c feeds the embedding of class c (a pointed region).
+
+Options that make it compute the original's core (chosen by misc/original_checkpoint.py):
+  sentinel_cell "previous"   s = sigmoid(W x + U h_lang(t-1)) * tanh(c_lang(t-1))
+  sentinel_key "own"         the sentinel's pointer key is its own linear layer of s (the original's
+                             f_fc2), not the pointer's key layer of the regions
+  extra_word_logit           W_o has V + 1 outputs: the last one is never a word (the original's
+                             vocab_size + 1 logits) but takes part in the softmax; decoding never
+                             emits it
+(The count channel has no switch: the original's weights give it zero input weights.)
 """
 from __future__ import annotations
 
@@ -53,7 +62,9 @@ class NBTDecoder(CaptionDecoder):
                  class_emb_size: int = 300, loc_emb_size: int = 300, drop_prob: float = 0.5,
                  stride: int = 32, image_size: int = 512, pointer: bool = True,
                  class_vectors: torch.Tensor | None = None, grid_size: int = 0,
-                 region_grouping: bool = False):
+                 region_grouping: bool = False, roi_align: str = "torchvision", sentinel_cell: str = "current",
+                 sentinel_key: str = "shared", extra_word_logit: bool = False, fine_head: str = "linear",
+                 fine_vectors: torch.Tensor | None = None):
         super().__init__()
         H, E, A = rnn_size, input_encoding_size, att_hid_size
         self.vocab_size, self.num_classes, self.rnn_size = vocab_size, num_classes, H
@@ -61,7 +72,7 @@ class NBTDecoder(CaptionDecoder):
         self.regions = RegionEncoder(feat_dim=feat_dim, num_classes=num_classes, rnn_size=H,
                                      class_emb_size=class_emb_size, loc_emb_size=loc_emb_size,
                                      drop_prob=drop_prob, stride=stride, image_size=image_size,
-                                     class_vectors=class_vectors, grid_size=grid_size)
+                                     class_vectors=class_vectors, grid_size=grid_size, roi_align=roi_align)
         self.grouping = RegionGrouping(rnn_size=H, hidden=A) if region_grouping else None
         self.embed = nn.Sequential(nn.Embedding(vocab_size + num_classes + 1, E), nn.ReLU(), nn.Dropout(drop_prob))
         self.att_lstm = nn.LSTMCell(H + E, H)
@@ -69,13 +80,19 @@ class NBTDecoder(CaptionDecoder):
         self.att_region = AdditiveAttention(query_size=H, key_size=H, hidden=A)
         self.lang_lstm = nn.LSTMCell(2 * H + 1, H)
         self.drop = nn.Dropout(drop_prob)
-        self.logit = nn.Linear(H, vocab_size)
+        self.logit = nn.Linear(H, vocab_size + int(extra_word_logit))
+        if sentinel_cell not in ("current", "previous") or sentinel_key not in ("shared", "own"):
+            raise ValueError(f"sentinel_cell '{sentinel_cell}' / sentinel_key '{sentinel_key}': "
+                             "current | previous / shared | own")
+        self.sentinel_previous = sentinel_cell == "previous"
         if pointer:
             self.gate_x = nn.Linear(2 * H + 1, H)
             self.gate_h = nn.Linear(H, H)
             self.sentinel = nn.Sequential(nn.Linear(H, H), nn.ReLU(), nn.Dropout(drop_prob))
             self.pointer = AdditiveAttention(query_size=H, key_size=H, hidden=A)
-            self.heads = SlotHeads(rnn_size=H, fine_class=fine_class, num_classes=num_classes, drop_prob=drop_prob)
+            self.sentinel_key = nn.Linear(H, A) if sentinel_key == "own" else None     # None: pointer.key_proj
+            self.heads = SlotHeads(rnn_size=H, fine_class=fine_class, num_classes=num_classes, drop_prob=drop_prob,
+                                   fine_head=fine_head, vector_size=class_emb_size, fine_vectors=fine_vectors)
 
     # -- features -------------------------------------------------------------------------
     def encode(self, conv: torch.Tensor, proposals: torch.Tensor, prop_mask: torch.Tensor) -> RegionFeatures:
@@ -104,7 +121,8 @@ class NBTDecoder(CaptionDecoder):
             region_mask = region_mask[img]
             pointer_keys = None if pointer_keys is None else pointer_keys[img]
         valid = region_mask if pointed is None else region_mask & ~pointed
-        word_logp, region_logp = self.outputs(self.drop(new.h_lang), x_lang, state.h_lang, new.c_lang,
+        c_sentinel = state.c_lang if self.sentinel_previous else new.c_lang
+        word_logp, region_logp = self.outputs(self.drop(new.h_lang), x_lang, state.h_lang, c_sentinel,
                                               pointer_keys, valid)
         return word_logp, region_logp, new
 
@@ -124,10 +142,11 @@ class NBTDecoder(CaptionDecoder):
                 pointer_keys: torch.Tensor | None, valid: torch.Tensor, drop_masks: tuple | None = None):
         """Word and region log-probs from the recurrence's values at one step, leading dims (N,),
         or at every step at once, leading dims (N, T) (teacher forcing). out = dropout(h_lang)
-        (..., H), x_lang (..., 2H + 1), h_prev = h_lang of the step before, c_lang (..., H);
+        (..., H), x_lang (..., 2H + 1), h_prev = h_lang of the step before, c_lang (..., H) the
+        cell state the sentinel reads (this step's, or with sentinel_cell "previous" the one before);
         pointer_keys (N, R, A) and valid (N, R) regions of each row.
         drop_masks: the sentinel's two dropout masks drawn beforehand (None: draw them here)."""
-        word_logp = torch.log_softmax(self.logit(out).float(), -1)         # (..., V)
+        word_logp = torch.log_softmax(self.logit(out).float(), -1)[..., :self.vocab_size]   # (..., V)
         if not self.has_pointer:
             return word_logp, word_logp.new_zeros(*word_logp.shape[:-1], 0)
         gate = torch.sigmoid(self.gate_x(x_lang) + self.gate_h(h_prev))
@@ -137,7 +156,8 @@ class NBTDecoder(CaptionDecoder):
         sentinel = relu(lin(z))
         sentinel = drop(sentinel) if drop_masks is None else sentinel * drop_masks[1]   # (..., H)
         q = self.pointer.query_proj(out)                                   # (..., A)
-        s_score = self.pointer.score((self.pointer.key_proj(sentinel) + q).tanh_())      # (..., 1)
+        key = self.pointer.key_proj if self.sentinel_key is None else self.sentinel_key
+        s_score = self.pointer.score((key(sentinel) + q).tanh_())                          # (..., 1)
         if out.dim() == 3:                                                 # all steps: (N, T, R)
             w = self.pointer.score
             r_score, valid = additive_scores(pointer_keys, q, w.weight[0], w.bias), valid[:, None]
@@ -158,7 +178,7 @@ class NBTDecoder(CaptionDecoder):
             return super().forward(f, batch, ss_prob)
         f, inputs = self.teacher_inputs(f, batch)                          # (BS, L+1)
         state = self.init_state(f)
-        h_prev = state.h_lang
+        h_prev, c_prev = state.h_lang, state.c_lang
         rows = []
         for t in range(inputs.shape[1]):
             if t > 0 and (inputs[:, t] == 0).all():   # every caption has ended: EOS was predicted
@@ -166,8 +186,9 @@ class NBTDecoder(CaptionDecoder):
             x_lang, state = self.recur(inputs[:, t], f, state)
             out = self.drop(state.h_lang)
             masks = (dropout_mask(self.drop, out), dropout_mask(self.sentinel[2], out)) if self.has_pointer else ()
-            rows.append((out, x_lang, h_prev, state.c_lang, state.h_lang) + masks)
-            h_prev = state.h_lang
+            c_sentinel = c_prev if self.sentinel_previous else state.c_lang
+            rows.append((out, x_lang, h_prev, c_sentinel, state.h_lang) + masks)
+            h_prev, c_prev = state.h_lang, state.c_lang
         out, x_lang, h_prev, c_lang, h_lang, *masks = [torch.stack(x, 1) if x[0] is not None else None
                                                        for x in zip(*rows)]    # (N, T, ...)
         word_logp, region_logp = self.outputs(out, x_lang, h_prev, c_lang, f.pointer_keys, f.region_mask,

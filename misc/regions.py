@@ -1,6 +1,7 @@
 """Region vectors v_i = ReLU(W [RoIAlign feature ; location ; class embedding]) of size rnn_size, as
 in NBT (the location is x1 y1 x2 y2 / image size and the detection score), plus the grid (conv
-cells) and global (mean) features the decoder attends over.
+cells) and global (mean) features the decoder attends over. `roi_align` chooses the RoIAlign
+sampling (pooling/roi_align.py: torchvision's, or the original's).
 
 The encoder reads a conv map (B, D, h, w) and pools the proposals itself, or `CachedRegions`:
 the conv map and the pooled proposals read from prepro/prepro_features.py's cache."""
@@ -28,9 +29,9 @@ class CachedRegions(NamedTuple):
 class RegionEncoder(nn.Module):
     def __init__(self, *, feat_dim: int, num_classes: int, rnn_size: int, class_emb_size: int,
                  loc_emb_size: int, drop_prob: float, stride: int, image_size: int,
-                 class_vectors: torch.Tensor | None = None, grid_size: int = 0):
+                 class_vectors: torch.Tensor | None = None, grid_size: int = 0, roi_align: str = "torchvision"):
         super().__init__()
-        self.stride, self.image_size, self.grid_size = stride, image_size, grid_size
+        self.stride, self.image_size, self.grid_size, self.roi_align = stride, image_size, grid_size, roi_align
         self.class_emb = nn.Embedding(num_classes + 1, class_emb_size)     # row 0: padding
         if class_vectors is not None:                                      # GloVe, frozen
             self.class_emb.weight.data.copy_(class_vectors)
@@ -49,7 +50,7 @@ class RegionEncoder(nn.Module):
         if isinstance(conv, CachedRegions):
             pooled, conv = conv.pooled.to(conv.grid.dtype), conv.grid      # (B, R, D), (B, D, h, w)
         else:
-            pooled = pool_regions(conv, proposals[..., :4], self.stride)   # (B, R, D) at full resolution
+            pooled = pool_regions(conv, proposals[..., :4], self.stride, mode=self.roi_align)   # (B, R, D)
         if self.grid_size and conv.shape[-1] > self.grid_size:             # cheaper attention grid
             conv = torch.nn.functional.adaptive_avg_pool2d(conv, self.grid_size)
         grid = conv.flatten(2).transpose(1, 2)                             # (B, h*w, D)

@@ -34,7 +34,8 @@ from nbt.misc.trainer import (ProgressLog, StopRequest, TrainState, evaluate, fo
 # Options that define the network: taken from a checkpoint when one is loaded.
 MODEL_KEYS = ("att_model", "cnn_backend", "rnn_size", "input_encoding_size", "att_hid_size", "att_feat_size",
               "class_emb_size", "loc_emb_size", "image_crop_size", "drop_prob_lm", "aoa_heads",
-              "aoa_refine_layers", "grid_size", "region_grouping")
+              "aoa_refine_layers", "grid_size", "region_grouping", "roi_align", "sentinel_cell", "sentinel_key",
+              "extra_word_logit", "fine_head")
 # The data a run was trained on and its geometry: at inference the checkpoint's values win over a
 # config file's (cfgs/normal_coco_res101.yml's 512 px must not meet a run trained at 256 px); a
 # value given on the command line wins, with a warning when it differs from training.
@@ -67,6 +68,8 @@ def resume_path(opt: Options) -> Path | None:
         return epoch_checkpoint(Path(opt.checkpoint_path) / opt.id, opt.resume_epoch)
     if opt.start_from:
         p = Path(opt.start_from)
+        if p.is_dir() and not (p / "model.pth").is_file() and (p / "model-best.pth").is_file():
+            return p / "model-best.pth"            # e.g. a folder of the original's (model-best.pth only)
         return p / "model.pth" if p.is_dir() else p
     return None
 
@@ -159,19 +162,23 @@ def with_data_thresholds(opt: Options, bundle: DataBundle) -> Options:
 
 
 def with_checkpoint_model_options(opt: Options, ckpt: dict) -> Options:
-    """The network's shape comes from the checkpoint; a differing command-line value is noted."""
+    """The network's shape comes from the checkpoint; a differing command-line value is noted. Its
+    weights too: no pretrained CNN is read (a converted model of the original has a CNN that no
+    weight file of torchvision fits)."""
     saved = ckpt.get("config", {})
     changed = [k for k in MODEL_KEYS if k in saved and saved[k] != getattr(opt, k)]
     if changed:
         print(f"note: the checkpoint defines the model: {', '.join(f'{k}={saved[k]!r}' for k in changed)}")
-    return dataclasses.replace(opt, **{k: saved[k] for k in MODEL_KEYS if k in saved})
+    return dataclasses.replace(opt, pretrained_cnn=False, cnn_weights="",
+                               **{k: saved[k] for k in MODEL_KEYS if k in saved})
 
 
 def with_checkpoint_options(opt: Options, ckpt: dict, cli_keys=None) -> Options:
     """At inference: the network's shape (MODEL_KEYS) from the checkpoint, and its data and
     geometry (DATA_KEYS) too unless the command line gave them (`cli_keys`; None: every value
     of `opt` was chosen by its caller, as a program's are). A command-line value that differs
-    from training is one warning line: ignored for the network's shape, used for the data."""
+    from training is one warning line: ignored for the network's shape, used for the data. The
+    weights come from the checkpoint: no pretrained CNN is read."""
     saved = ckpt.get("config", {})
     given = set(Options.fields()) if cli_keys is None else set(cli_keys)
     changes = {}
@@ -188,7 +195,7 @@ def with_checkpoint_options(opt: Options, ckpt: dict, cli_keys=None) -> Options:
             print(f"warning: --{k} {_shown(getattr(opt, k))} is ignored: the checkpoint defines the model "
                   f"({k} {_shown(saved[k])})", file=sys.stderr)
         changes[k] = saved[k]
-    return dataclasses.replace(opt, **changes)
+    return dataclasses.replace(opt, pretrained_cnn=False, cnn_weights="", **changes)
 
 
 def _shown(value) -> str:
@@ -252,6 +259,9 @@ def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume
     ckpt = None
     if resume is not None:             # the network's options first: the data is read at its image size
         ckpt = load_checkpoint(resume)
+        if "original" in ckpt and resumes_in(out_dir, resume):
+            raise DataError(f"{resume.parent} holds a model of the original NeuralBabyTalk: give --id NAME to "
+                            f"fine-tune it into {Path(opt.checkpoint_path) / 'NAME'} (its own folder is not written)")
         opt = with_checkpoint_model_options(opt, ckpt)
     bundle = DataBundle.load(opt)
     opt = with_data_thresholds(opt, bundle)           # saved with the run, for the API and the demo
@@ -266,11 +276,12 @@ def build_run(opt: Options, device, rank: int, world: int, out_dir: Path, resume
     state = TrainState()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler.is_enabled() and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        state = TrainState.from_checkpoint(ckpt)
-        set_rng_state(ckpt["rng"])
+        if "optimizer" in ckpt:              # a converted model of the original has weights only: a new run
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if scaler.is_enabled() and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            state = TrainState.from_checkpoint(ckpt)
+            set_rng_state(ckpt["rng"])
     raw = model
     if world > 1:
         if device.type == "cuda":

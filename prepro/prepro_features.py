@@ -69,7 +69,7 @@ def build_cache(opt, out: str | Path, batch_size: int = 16, dtype=np.float16) ->
                 props[r, :len(p)], num[r], sizes[r] = p, len(p), size
             with torch.no_grad():
                 conv = backbone(torch.stack([x for x, _, _ in loaded]).to(device)).float()   # (B, D, h, w)
-                pooled = pool_regions(conv, boxes.to(device), backbone.stride)                # (B, R, D)
+                pooled = pool_regions(conv, boxes.to(device), backbone.stride, mode=opt.roi_align)   # (B, R, D)
             valid = torch.arange(R)[None] < torch.from_numpy(num[s:s + len(rows)])[:, None]      # (B, R)
             pooled = pooled * valid[..., None].to(device)                                     # zeros after n_i
             block = torch.cat([conv.flatten(2), pooled.transpose(1, 2)], 2).cpu().numpy()    # (B, D, h*w + R)

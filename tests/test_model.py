@@ -172,16 +172,24 @@ def _teacher_batch(props):
             "fine": torch.tensor(fine).view_as(words)}
 
 
-@pytest.mark.parametrize("pointer,grouping,train", [(True, True, True), (True, False, False), (False, False, True)])
-def test_all_steps_at_once_equals_the_per_step_reference(pointer, grouping, train):
+# the options a converted model of the original uses (misc/original_checkpoint.py)
+ORIGINAL_CORE = dict(roi_align="original", sentinel_cell="previous", sentinel_key="own", extra_word_logit=True,
+                     fine_head="glove")
+
+
+@pytest.mark.parametrize("pointer,grouping,train,original", [(True, True, True, False), (True, False, False, False),
+                                                             (False, False, True, False), (True, False, True, True)])
+def test_all_steps_at_once_equals_the_per_step_reference(pointer, grouping, train, original):
     """NBTDecoder.forward computes the vocabulary softmax, sentinel and pointer once over all
     steps; CaptionDecoder.forward (the straightforward loop over step()) is the reference. Same
-    log-probs, losses and gradients - in training with dropout too (the same masks are drawn)."""
+    log-probs, losses and gradients - in training with dropout too (the same masks are drawn),
+    and with the original's core (its sentinel reads the previous cell state)."""
     from nbt.misc.decoder_base import CaptionDecoder
     torch.manual_seed(0)
     dec = NBTDecoder(vocab_size=V, num_classes=C, fine_class=FG_CLASS, feat_dim=8, rnn_size=H,
                      input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4,
-                     drop_prob=0.3, stride=8, image_size=64, pointer=pointer, region_grouping=grouping).train(train)
+                     drop_prob=0.3, stride=8, image_size=64, pointer=pointer, region_grouping=grouping,
+                     **(ORIGINAL_CORE if original else {})).train(train)
     conv = torch.randn(2, 8, 8, 8)
     _, props, mask = features(dec, B=2)
     batch = _teacher_batch(props)
@@ -205,6 +213,7 @@ def test_all_steps_at_once_equals_the_per_step_reference(pointer, grouping, trai
     for k in ("words", "plural", "fine"):
         assert torch.allclose(fast_sums[k], ref_sums[k], atol=1e-5), k
     assert fast_grads.keys() == ref_grads.keys() and ("pointer.score.weight" in ref_grads) == pointer
+    assert ("sentinel_key.weight" in ref_grads) == original
     for n, g in ref_grads.items():
         assert torch.allclose(fast_grads[n], g, atol=1e-5), n
 

@@ -92,7 +92,7 @@ def test_misc_imports_point_down_the_chain():
 # The chain a batch travels, as the README's "Layout" lists it: image -> proposals -> region
 # features -> decoder -> decoding -> evaluation -> training -> session.
 CHAIN = [
-    ["io", "legacy_pickle", "config", "runtime", "npz_cache", "weights"],          # foundations
+    ["io", "legacy_pickle", "config", "runtime", "npz_cache", "weights", "original_infos"],  # foundations
     ["plurals", "vocab", "chinese", "language", "dcc", "annotations", "captions"],        # words and annotations
     ["transforms", "proposals", "detector", "calibration"],                        # image -> proposals
     ["features", "targets", "dataset"],                                            # batches
@@ -100,7 +100,7 @@ CHAIN = [
     ["decoder_base", "slot_heads", "model", "baselines", "losses", "captioner"],   # decoder
     ["decoding", "slot_filling", "inference"],                                     # decoding
     ["metrics", "cider", "evaluation"],                                            # evaluation
-    ["scst", "builders", "checkpoint", "trainer"],                                 # training
+    ["scst", "builders", "original_checkpoint", "checkpoint", "trainer"],          # training
     ["session", "api"],                                                            # session
 ]
 
