@@ -20,11 +20,18 @@ quantifier (一些, 许多, 几个, 很多, 这些) or the suffix 们 after it. 
 nearest such cue within the noun's own phrase (back to the previous visual word or a conjunction
 和 / 与 / 、): plural when the number is more than one or the cue is collective, singular when it
 is one (or 这 / 那 / 每 + measure), and singular when there is no cue (a bare noun).
+
+Agreement. An individual measure word depends on its noun (一颗星星, 一条折线, 一个圆环), which a
+slot chooses after the template has said the measure. `measure_words` learns from the training
+captions which measure each noun takes (the dic's `agreement`); `agree_measures` makes a filled
+caption's measure words agree with its slot nouns, as an English slot renders its noun's ending.
+Collective measures (一群) and quantifiers (一些) do not depend on the noun and are left as they are.
 """
 from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -88,14 +95,60 @@ def number_before(tokens: list[str], start: int, end: int, is_visual=lambda i: F
     """1 when the cues around tokens[start:end] (a noun) make it plural, else 0 (module docstring)."""
     if end < len(tokens) and tokens[end] == PLURAL_SUFFIX:
         return 1
+    k = cue_before(tokens, start, is_visual)
+    return 0 if k is None else cue_number(tokens[k], tokens[k - 1] if k else "")
+
+
+def cue_before(tokens: list[str], start: int, is_visual=lambda i: False) -> int | None:
+    """Position of the cue that counts the noun at tokens[start]: the nearest within its own phrase
+    (back to the previous visual word or a conjunction, at most MAX_LOOKBACK tokens); None if none."""
     for k in range(start - 1, max(start - 1 - MAX_LOOKBACK, -1), -1):
         t = tokens[k]
         if t in PHRASE_BREAKS or is_visual(k):
-            break
-        n = cue_number(t, tokens[k - 1] if k else "")
-        if n is not None:
-            return n
-    return 0
+            return None
+        if cue_number(t, tokens[k - 1] if k else "") is not None:
+            return k
+    return None
+
+
+def individual_measure(token: str, previous: str = "") -> str | None:
+    """The individual measure word a cue ends in (一颗 -> 颗, 这只 -> 只, "3" "个" -> 个); None for
+    other cues (一群, 一些, 两) and non-cues. It agrees with the noun it counts (一颗星星, 一条折线)."""
+    if not token or token[-1] not in MEASURES:
+        return None
+    head = token[:-1]
+    if head in ("这", "那", "每", "哪", "某") or numeral_value(head if head else previous) is not None:
+        return token[-1]
+    return None
+
+
+def measure_words(captions: list[list[str]], nouns: set[str]) -> dict[str, str]:
+    """noun -> the individual measure word the captions count it with most often (ties: the first
+    seen); nouns never counted by one are absent. Learned from the training captions at prepro."""
+    counts: dict[str, Counter] = {}
+    for tokens in captions:
+        visual = {i for i, t in enumerate(tokens) if t in nouns}
+        for i in sorted(visual):
+            k = cue_before(tokens, i, visual.__contains__)
+            m = None if k is None else individual_measure(tokens[k], tokens[k - 1] if k else "")
+            if m is not None:
+                counts.setdefault(tokens[i], Counter())[m] += 1
+    return {noun: c.most_common(1)[0][0] for noun, c in sorted(counts.items())}
+
+
+def agree_measures(tokens: list[str], slots: list[int], measure_of: dict[str, str]) -> list[str]:
+    """tokens (a caption whose positions `slots` were filled by the slot heads) with each slot
+    noun's individual measure word made the one the noun takes (`measure_of`): the template said
+    "one <measure>", the filled word decides which measure, as an English slot decides its ending."""
+    out = list(tokens)
+    slot_set = set(slots)
+    for i in slots:
+        k = cue_before(out, i, slot_set.__contains__)
+        if k is None or out[i] not in measure_of:
+            continue
+        if individual_measure(out[k], out[k - 1] if k else "") is not None:
+            out[k] = out[k][:-1] + measure_of[out[i]]
+    return out
 
 
 def is_cue(text: str) -> bool:

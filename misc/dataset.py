@@ -93,7 +93,8 @@ def load_dic(dic_path: str, class_name_file: str, language: str = "") -> tuple[d
     code = dic.get("language") or "en"
     if language and language != code:
         raise DataError(f"{dic_path}: its captions are in '{code}', but the option language is '{language}'")
-    return dic, classes, Vocabulary(dic["ix_to_word"], classes, dic.get("plural_of"), language_for(code, classes))
+    return dic, classes, Vocabulary(dic["ix_to_word"], classes, dic.get("plural_of"), language_for(code, classes),
+                                    agreement=dic.get("agreement"))
 
 
 def held_out_classes(dic: dict, classes: ClassNames, *, noc: bool = False, source: str = "the dic") -> list[int]:

@@ -5,6 +5,11 @@
     render(vocab, word, plural)     -> the slot's surface  ("ring" / "rings"; 圆环 either way)
     number_said(tokens, i, plural)  -> the number the caption states for its slot at token i
     join(tokens)                    -> the caption as text ("two red rings"; 两个红色的圆环)
+    agreement(captions)             -> what a slot's word imposes on its phrase, learned at prepro
+                                       (the dic's `agreement`; English: nothing, Chinese: the
+                                       measure word each noun is counted with)
+    agree(tokens, slots, vocab)     -> a filled caption made to agree with its slots' words
+                                       (一个星星 -> 一颗星星; English: unchanged)
 
 A data set's language is the `language` key of its dic (English when absent: files written before
 languages existed); `language_for(code, classes)` builds it for a class file. Nothing downstream
@@ -26,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cached_property
 
-from nbt.misc.chinese import ChineseForms, ChineseMatcher, ChineseSegmenter, number_before
+from nbt.misc.chinese import (ChineseForms, ChineseMatcher, ChineseSegmenter, agree_measures, measure_words,
+                              number_before)
 from nbt.misc.io import DataError
 from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, plural_forms, tokenize, word_to_lemma
 
@@ -65,6 +71,15 @@ class Language:
         """Fine-grained word -> the form a plural slot renders (the dic's `plural_of`)."""
         raise NotImplementedError
 
+    def agreement(self, captions: list[list[str]]) -> dict[str, str]:
+        """The dic's `agreement`: class-file word -> what its phrase says with it (see `agree`)."""
+        raise NotImplementedError
+
+    def agree(self, tokens: list[str], slots: list[int], vocab: Vocabulary) -> list[str]:
+        """tokens of a filled caption (slots: its slot positions) -> the same with the words that
+        depend on a slot's word made to agree with it (vocab.agreement)."""
+        raise NotImplementedError
+
     def word_to_lemma(self, tokens: set[str]) -> dict[str, str]:
         """The dic's `wtol` (the original's format): surface token -> class-file word."""
         raise NotImplementedError
@@ -100,6 +115,12 @@ class English(Language):
 
     def plural_of(self, captions: list[list[str]]) -> dict[str, str]:
         return plural_forms(captions, self.classes, self.matcher)
+
+    def agreement(self, captions: list[list[str]]) -> dict[str, str]:
+        return {}                                        # a slot's ending is its own (render)
+
+    def agree(self, tokens: list[str], slots: list[int], vocab: Vocabulary) -> list[str]:
+        return tokens
 
     def word_to_lemma(self, tokens: set[str]) -> dict[str, str]:
         return word_to_lemma(tokens, self.classes)
@@ -146,6 +167,12 @@ class Chinese(Language):
 
     def plural_of(self, captions: list[list[str]]) -> dict[str, str]:
         return {w: w for w in self.classes.fine_words}
+
+    def agreement(self, captions: list[list[str]]) -> dict[str, str]:
+        return measure_words(captions, set(self.matcher.w2c))
+
+    def agree(self, tokens: list[str], slots: list[int], vocab: Vocabulary) -> list[str]:
+        return agree_measures(tokens, slots, vocab.agreement)
 
     def word_to_lemma(self, tokens: set[str]) -> dict[str, str]:
         return {t: t for t in sorted(tokens)}

@@ -244,7 +244,7 @@ class Vocabulary:
     """Word ids (0 = BOS/EOS, 1..V-1 words, UNK last) and fine-grained surface forms."""
 
     def __init__(self, ix_to_word: dict[str, str], classes: ClassNames,
-                 plural_of: dict[str, str] | None = None, language=None):
+                 plural_of: dict[str, str] | None = None, language=None, agreement: dict[str, str] | None = None):
         self.ix_to_word = {int(k): v for k, v in ix_to_word.items()}
         if not self.ix_to_word:
             raise DataError("the vocabulary (ix_to_word) is empty")
@@ -258,6 +258,7 @@ class Vocabulary:
         # a plural of their word, as older files have - "ski": "skiing" - are not used)
         self.plural_of = dict(plural_of or {})
         self.language = language        # misc.language.Language of the dic (None: English)
+        self.agreement = dict(agreement or {})    # a dic's `agreement` (Language.agree): 星星 -> 颗
 
     @property
     def size(self) -> int:

@@ -5,7 +5,7 @@ Input: a Karpathy-style `dataset_*.json` (COCO, Flickr30k, the built-in world), 
 prepro/ai_challenger.py). `--language` (en, zh) chooses the segmentation of raw captions and the
 visual-word matcher (misc/language.py); the dic records it as `language`. Output keys of the dic file: the original's `ix_to_word`,
 `wtod`, `wtol`, `images[*].{split, file_path, id}`, plus ours: `classes`, `fg_words`, `plural_of`,
-`split_scheme`, `held_out`, `fingerprint`. Unlike the original the vocabulary is counted on the
+`split_scheme`, `held_out`, `agreement` (Chinese: noun -> its measure word), `fingerprint`. Unlike the original the vocabulary is counted on the
 training split only (no test leakage) and its order is deterministic (count, then alphabetical).
 A word is kept when it occurs MORE than --word_count_threshold times in the training captions
 (the original's rule: 5 keeps words seen 6+ times, 1 drops every word seen once, 0 keeps all).
@@ -203,6 +203,7 @@ def write_outputs(args, images: list[dict], classes: ClassNames, matcher: Visual
         "images": [{"split": im["split"], "file_path": im["file_path"], "id": im["id"]} for im in images],
         "classes": list(classes.names), "fg_words": classes.fine_words, "plural_of": vocab.plural_of,
         "split_scheme": split_scheme, "held_out": held_out, "language": language.code,
+        "agreement": language.agreement(train_caps),
         "fingerprint": vocab.fingerprint(),
     }
     if instances:                       # runs read them from here unless told otherwise (misc/config.py)

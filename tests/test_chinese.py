@@ -105,6 +105,38 @@ def test_chinese_slots_render_the_word_and_state_the_number_of_their_cues():
     assert [(g["word"], g["class"], g["plural"]) for g in cap.grounding] == [("圆环", "圆形", 1), ("方块", "正方形", 0)]
 
 
+def test_measure_words_are_learned_per_noun_from_the_captions():
+    from nbt.misc.chinese import measure_words
+    captions = [["一颗", "红色", "的", "星星", "在", "左边"], ["两颗", "星星"], ["一个", "星星"],
+                ["一条", "折线", "在", "一个", "圆环", "旁边"], ["一群", "圆环"], ["一群", "圆环"], ["一些", "折线"],
+                ["星星"]]
+    # majority per noun; 一群 / 一些 count no individual measure; a noun never counted by one is absent
+    assert measure_words(captions, {"星星", "折线", "圆环", "方块"}) == {"星星": "颗", "折线": "条", "圆环": "个"}
+
+
+def test_a_slots_measure_word_agrees_with_the_noun_that_fills_it():
+    classes = ClassNames(("星形", "箭头", "圆形"), (("星形", "星星"), ("箭头", "折线"), ("圆形", "圆环")))
+    lang = language_for("zh", classes)
+    vocab = Vocabulary({"1": "两个", "2": "红色", "3": "的", "4": "在", "5": "一群", "6": "旁边", "7": "一只",
+                        "8": "UNK"}, classes, language=lang, agreement={"星星": "颗", "折线": "条", "圆环": "个"})
+    V = vocab.size
+    # 两个 红色 的 [星星] 在 一只 [折线] 旁边 一群 [圆环]: 个 -> 颗 across 红色的, 只 -> 条; 一群 stays
+    d = Decoded(tokens=[1, 2, 3, V + 0, 4, 7, V + 1, 6, 5, V + 2], plural=[0] * 10,
+                fine=[-1, -1, -1, 1, -1, -1, 3, -1, -1, 5], score=-1.0)
+    proposals = torch.tensor([[0, 0, 10, 10, 1, 0.9], [20, 20, 30, 30, 2, 0.8], [40, 40, 50, 50, 3, 0.8]])
+    cap = fill_slots(d, vocab, proposals)
+    assert cap.tagged == "两颗红色的[星星]在一条[折线]旁边一群[圆环]"
+    assert cap.tokens[:7] == ["两颗", "红色", "的", "星星", "在", "一条", "折线"]
+    assert [g["plural"] for g in cap.grounding] == [1, 0, 1]          # the numbers said are unchanged
+
+
+def test_english_captions_are_not_touched_by_agreement():
+    classes = ClassNames(("dog",), (("dog", "puppy"),))
+    en = language_for("en", classes)
+    assert en.agreement([["a", "puppy"], ["two", "dogs"]]) == {}
+    assert en.agree(["a", "puppy"], [1], Vocabulary({"1": "a", "2": "UNK"}, classes)) == ["a", "puppy"]
+
+
 def test_attribute_words_reach_their_noun_through_de():
     from nbt.misc.targets import adjectives_before
     tokens = ["两个", "红色", "的", "圆环"]
