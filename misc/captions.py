@@ -187,12 +187,17 @@ class CaptionStore:
 
 
 def matcher_version(matcher) -> str:
-    """Hash of the source of the matcher's module and of the misc modules it takes names from
-    (the plural relation): a changed matcher invalidates the cache."""
+    """Hash of the matcher's sources (`matcher_sources`): a changed matcher invalidates the cache."""
+    return hashlib.sha256(b"".join(p.read_bytes() for p in matcher_sources(matcher))).hexdigest()[:16]
+
+
+def matcher_sources(matcher) -> list[Path]:
+    """The source files of the matcher's module and of the project's misc modules it takes names
+    from (the plural relation, the number cues)."""
     module = sys.modules[type(matcher).__module__]
     names = {module.__name__} | {getattr(v, "__module__", "") or "" for v in vars(module).values()}
-    files = sorted(inspect.getfile(sys.modules[n]) for n in names if n.startswith("misc.") and n in sys.modules)
-    return hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()[:16]
+    ours = [n for n in names if n.split(".")[-2:-1] == ["misc"] and n in sys.modules]      # nbt.misc.* / misc.*
+    return sorted(Path(inspect.getfile(sys.modules[n])) for n in ours)
 
 
 def load_captions(cap_path: str | Path, images: ImageTable, present: Callable[[int], set[int]],

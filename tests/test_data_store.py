@@ -258,3 +258,15 @@ def test_malformed_caption_files_name_the_file_and_entry(world_dir, tmp_path):
     (tmp_path / "dic_world.json").write_text(json.dumps(dic))
     with pytest.raises(DataError, match="dic_world.json: every images"):
         DataBundle.load(opt)
+
+
+def test_the_caption_cache_key_covers_the_matchers_sources():
+    """A changed matcher (or the plural relation / number cues it uses) must invalidate the cache."""
+    from nbt.misc.captions import matcher_sources
+    from nbt.misc.language import language_for
+    from nbt.misc.vocab import ClassNames
+    classes = ClassNames(("dog",), (("dog", "puppy"),))
+    english = {p.name for p in matcher_sources(language_for("en", classes).matcher)}
+    chinese = {p.name for p in matcher_sources(language_for("zh", classes).matcher)}
+    assert {"vocab.py", "plurals.py"} <= english and "chinese.py" in chinese
+    assert all(p.is_file() and p.parent.name == "misc" for p in matcher_sources(language_for("en", classes).matcher))
