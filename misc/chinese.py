@@ -23,9 +23,11 @@ is one (or 这 / 那 / 每 + measure), and singular when there is no cue (a bare
 
 Agreement. An individual measure word depends on its noun (一颗星星, 一条折线, 一个圆环), which a
 slot chooses after the template has said the measure. `measure_words` learns from the training
-captions which measure each noun takes (the dic's `agreement`); `agree_measures` makes a filled
-caption's measure words agree with its slot nouns, as an English slot renders its noun's ending.
-Collective measures (一群) and quantifiers (一些) do not depend on the noun and are left as they are.
+captions which measure each noun takes (the dic's `agreement`). The decoder is trained on captions
+whose measures before those nouns are the general 个 (`neutral_measures`: 两颗星星 -> 两个星星), so
+its template commits to no noun, and a filled caption's measures are made to agree with its nouns
+(`agree_measures`: 两个[星星] -> 两颗星星), as an English slot renders its noun's ending. Collective
+measures (一群) and quantifiers (一些) do not depend on the noun and are left as they are.
 """
 from __future__ import annotations
 
@@ -136,18 +138,32 @@ def measure_words(captions: list[list[str]], nouns: set[str]) -> dict[str, str]:
     return {noun: c.most_common(1)[0][0] for noun, c in sorted(counts.items())}
 
 
-def agree_measures(tokens: list[str], slots: list[int], measure_of: dict[str, str]) -> list[str]:
-    """tokens (a caption whose positions `slots` were filled by the slot heads) with each slot
-    noun's individual measure word made the one the noun takes (`measure_of`): the template said
-    "one <measure>", the filled word decides which measure, as an English slot decides its ending."""
+GENERAL_MEASURE = "个"        # the measure any noun may take: a template's neutral form
+
+
+def agree_measures(tokens: list[str], measure_of: dict[str, str]) -> list[str]:
+    """tokens with the individual measure word counting each noun of `measure_of` made the one
+    the noun takes (一个 星星 -> 一颗 星星): the noun decides its measure, as an English noun its
+    ending. Collective measures and quantifiers (一群, 一些) are left as they are."""
+    return _with_measures(tokens, measure_of, measure_of.get)
+
+
+def neutral_measures(tokens: list[str], measure_of: dict[str, str]) -> list[str]:
+    """tokens with the individual measure word counting each noun of `measure_of` made the
+    general one (两颗 星星 -> 两个 星星): the decoder's template, which says the measure before a
+    slot has chosen its noun; rendering makes it agree again (agree_measures)."""
+    return _with_measures(tokens, measure_of, lambda noun: GENERAL_MEASURE)
+
+
+def _with_measures(tokens: list[str], nouns, measure) -> list[str]:
     out = list(tokens)
-    slot_set = set(slots)
-    for i in slots:
-        k = cue_before(out, i, slot_set.__contains__)
-        if k is None or out[i] not in measure_of:
+    is_noun = [t in nouns for t in out]
+    for i, noun in enumerate(out):
+        if not is_noun[i]:
             continue
-        if individual_measure(out[k], out[k - 1] if k else "") is not None:
-            out[k] = out[k][:-1] + measure_of[out[i]]
+        k = cue_before(out, i, is_noun.__getitem__)
+        if k is not None and individual_measure(out[k], out[k - 1] if k else "") is not None:
+            out[k] = out[k][:-1] + measure(noun)
     return out
 
 

@@ -233,10 +233,14 @@ class CaptionDataset(Dataset):
                                         group_words=self.b.boxes.group_words, iou_thresh=opt.pos_iou_thresh,
                                         score_thresh=opt.pos_score_thresh)
         attr_words = self.b.boxes.attribute_words
+        vocab = self.b.vocab
+        agreement = bool(vocab.agreement) and self.visual_slots
         present = set(int(c) for c in gt_cls)
         targets = CaptionTargets.empty(S, L, R)
         for s, k in enumerate(chosen):
-            ids, tokens, visual = self._caption(caps, int(k), present, need_text=bool(attr_words))
+            ids, tokens, visual = self._caption(caps, int(k), present, need_text=bool(attr_words or agreement))
+            if agreement:           # the template says the neutral measure: 两颗星星 -> 两个星星 (Language.template)
+                ids = np.array([vocab.encode(t) for t in self.b.language.template(list(tokens), vocab)], np.int64)
             targets.write(s, ids, tokens, visual, positives, attr_words, self.b.language.modifier_links)
         return targets.as_batch_item()
 

@@ -8,8 +8,11 @@
     agreement(captions)             -> what a slot's word imposes on its phrase, learned at prepro
                                        (the dic's `agreement`; English: nothing, Chinese: the
                                        measure word each noun is counted with)
-    agree(tokens, slots, vocab)     -> a filled caption made to agree with its slots' words
-                                       (一个星星 -> 一颗星星; English: unchanged)
+    template(tokens, vocab)         -> a caption as the decoder's training target says it: the
+                                       words that agree with a noun in their neutral form
+                                       (两颗星星 -> 两个星星; English: unchanged)
+    agree(tokens, vocab)            -> a filled caption made to agree with its nouns
+                                       (两个[星星] -> 两颗星星; English: unchanged)
 
 A data set's language is the `language` key of its dic (English when absent: files written before
 languages existed); `language_for(code, classes)` builds it for a class file. Nothing downstream
@@ -32,7 +35,7 @@ from collections.abc import Callable
 from functools import cached_property
 
 from nbt.misc.chinese import (ChineseForms, ChineseMatcher, ChineseSegmenter, agree_measures, measure_words,
-                              number_before)
+                              neutral_measures, number_before)
 from nbt.misc.io import DataError
 from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, plural_forms, tokenize, word_to_lemma
 
@@ -75,9 +78,14 @@ class Language:
         """The dic's `agreement`: class-file word -> what its phrase says with it (see `agree`)."""
         raise NotImplementedError
 
-    def agree(self, tokens: list[str], slots: list[int], vocab: Vocabulary) -> list[str]:
-        """tokens of a filled caption (slots: its slot positions) -> the same with the words that
-        depend on a slot's word made to agree with it (vocab.agreement)."""
+    def template(self, tokens: list[str], vocab: Vocabulary) -> list[str]:
+        """A training caption's tokens -> the decoder's target: the words that depend on a noun
+        (vocab.agreement) in their neutral form, so the template does not choose the noun."""
+        raise NotImplementedError
+
+    def agree(self, tokens: list[str], vocab: Vocabulary) -> list[str]:
+        """A filled caption's tokens -> the same with the words that depend on a noun made to
+        agree with it (vocab.agreement)."""
         raise NotImplementedError
 
     def word_to_lemma(self, tokens: set[str]) -> dict[str, str]:
@@ -119,7 +127,10 @@ class English(Language):
     def agreement(self, captions: list[list[str]]) -> dict[str, str]:
         return {}                                        # a slot's ending is its own (render)
 
-    def agree(self, tokens: list[str], slots: list[int], vocab: Vocabulary) -> list[str]:
+    def template(self, tokens: list[str], vocab: Vocabulary) -> list[str]:
+        return tokens
+
+    def agree(self, tokens: list[str], vocab: Vocabulary) -> list[str]:
         return tokens
 
     def word_to_lemma(self, tokens: set[str]) -> dict[str, str]:
@@ -171,8 +182,11 @@ class Chinese(Language):
     def agreement(self, captions: list[list[str]]) -> dict[str, str]:
         return measure_words(captions, set(self.matcher.w2c))
 
-    def agree(self, tokens: list[str], slots: list[int], vocab: Vocabulary) -> list[str]:
-        return agree_measures(tokens, slots, vocab.agreement)
+    def template(self, tokens: list[str], vocab: Vocabulary) -> list[str]:
+        return neutral_measures(tokens, vocab.agreement)
+
+    def agree(self, tokens: list[str], vocab: Vocabulary) -> list[str]:
+        return agree_measures(tokens, vocab.agreement)
 
     def word_to_lemma(self, tokens: set[str]) -> dict[str, str]:
         return {t: t for t in sorted(tokens)}

@@ -21,6 +21,7 @@ from nbt.misc.cider import CiderD, read_document_frequency
 from nbt.misc.decoder_base import feedback_tokens
 from nbt.misc.decoding import greedy, point_and_fill
 from nbt.misc.encoded import Encoded
+from nbt.misc.language import language_of
 from nbt.misc.slot_filling import slot_word
 
 
@@ -67,6 +68,9 @@ class SelfCritical:
                     continue
                 word = slot_word(self.vocab, cls[n][tok - V], pl[n][t], fn[n][t])
                 ids += [self.vocab.encode(w) for w in word.split()]
+            if self.vocab.agreement:            # as at test time: 两个[星星] -> 两颗星星 (Language.agree)
+                words = language_of(self.vocab).agree([self.vocab.word(i) for i in ids], self.vocab)
+                ids = [self.vocab.encode(w) for w in words]
             out.append(ids)
         L = max([len(x) for x in out] + [1])
         arr = np.zeros((len(out), L), np.int64)

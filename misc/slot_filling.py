@@ -59,8 +59,8 @@ def fill_slots(d: Decoded, vocab: Vocabulary, proposals, *, novel_classes: set[i
         grounding.append({"word": w, "position": pos, "region": r, "class": vocab.classes.names[cls - 1],
                           "box": [round(x1 * sx, 2), round(y1 * sy, 2), round(x2 * sx, 2), round(y2 * sy, 2)],
                           "score": round(score, 4), "plural": int(plural)})
-    slots = [g["position"] for g in grounding]
-    words = language.agree(words, slots, vocab)          # 一个[星星] -> 一颗[星星]; English: unchanged
+    slots = {g["position"] for g in grounding}
+    words = language.agree(words, vocab)                 # 两个[星星] -> 两颗星星; English: unchanged
     tagged = [f"[{w}]" if i in slots else w for i, w in enumerate(words)]
     for g in grounding:
         g["plural"] = language.number_said(words, g["position"], g["plural"])

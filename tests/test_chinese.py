@@ -130,11 +130,52 @@ def test_a_slots_measure_word_agrees_with_the_noun_that_fills_it():
     assert [g["plural"] for g in cap.grounding] == [1, 0, 1]          # the numbers said are unchanged
 
 
+def test_the_template_says_the_general_measure_and_rendering_restores_the_nouns():
+    classes = ClassNames(("星形", "圆形"), (("星形", "星星"), ("圆形", "圆环")))
+    lang = language_for("zh", classes)
+    vocab = Vocabulary({"1": "UNK"}, classes, language=lang, agreement={"星星": "颗", "圆环": "个"})
+    said = ["两颗", "红色", "的", "星星", "和", "一群", "圆环", "一颗", "心"]
+    template = lang.template(said, vocab)
+    assert template == ["两个", "红色", "的", "星星", "和", "一群", "圆环", "一颗", "心"]   # 心: no class word
+    assert lang.agree(template, vocab) == said
+
+
+def test_chinese_training_targets_carry_the_general_measure_before_nouns(world_zh_dir):
+    """The decoder's targets say 个 before a noun whatever the noun (the template does not choose
+    the noun); the references keep the captions' own measure words."""
+    from conftest import world_options
+    from nbt.misc.dataset import CaptionDataset, DataBundle
+    bundle = DataBundle.load(world_options(world_zh_dir, language="zh", seq_length=18))
+    assert bundle.vocab.agreement["星星"] == "颗" and bundle.vocab.agreement["圆环"] == "个"
+    ds = CaptionDataset(bundle, "train", train=False, max_images=40)
+    said = {bundle.vocab.word(int(t)) for i in range(len(ds)) for t in ds[(i, 0)]["words"].flatten() if t > 0}
+    assert "一个" in said and not said & {"一颗", "两颗", "一条", "一朵", "一枚", "一支", "一顶"}
+    refs = {t for caps in bundle.captions for c in caps for t in c}
+    assert {"一颗", "一条"} <= refs
+
+
+def test_scst_scores_the_caption_the_test_time_rendering_gives(world_zh_dir):
+    """SCST's reward is computed on the filled caption as evaluation shows it: measures agree."""
+    from conftest import world_options
+    from nbt.misc.dataset import DataBundle
+    from nbt.misc.scst import SelfCritical
+    opt = world_options(world_zh_dir, language="zh", seq_length=18)
+    bundle = DataBundle.load(opt)
+    v = bundle.vocab
+    star_class = bundle.classes.word_to_class()["星星"]
+    scst = SelfCritical(bundle, opt)
+    tokens = torch.tensor([[v.encode("两个"), v.encode("红色"), v.encode("的"), v.size + 0, 0]])
+    fine = torch.tensor([[-1, -1, -1, bundle.classes.fine_words.index("星星"), -1]])
+    ids = scst.render(tokens, torch.zeros_like(tokens), fine, torch.tensor([[star_class]]))
+    assert [v.word(int(i)) for i in ids[0]] == ["两颗", "红色", "的", "星星"]
+
+
 def test_english_captions_are_not_touched_by_agreement():
     classes = ClassNames(("dog",), (("dog", "puppy"),))
     en = language_for("en", classes)
     assert en.agreement([["a", "puppy"], ["two", "dogs"]]) == {}
-    assert en.agree(["a", "puppy"], [1], Vocabulary({"1": "a", "2": "UNK"}, classes)) == ["a", "puppy"]
+    vocab = Vocabulary({"1": "a", "2": "UNK"}, classes)
+    assert en.agree(["a", "puppy"], vocab) == ["a", "puppy"] and en.template(["a", "puppy"], vocab) == ["a", "puppy"]
 
 
 def test_attribute_words_reach_their_noun_through_de():
