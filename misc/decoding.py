@@ -167,7 +167,7 @@ def select_next(cand: torch.Tensor, cons: Constraints, beam_size: int):
     A row stays in its state with any token but a constraint's pointer, or moves from state
     s - {j} into s by pointing at constraint j."""
     B, NS, K, W = cand.shape                                            # K = beam_size
-    same = cand.clone()
+    same = cand.clone() if cons.n else cand
     for j in range(cons.n):                                             # pointing at j leaves the state
         tok = cons.tokens[:, j]
         has = tok >= 0
@@ -225,8 +225,9 @@ def beam_search(decoder, f: Encoded, *, beam_size: int = 1, max_len: int = 20,
         logp[beams.finished, 0] = 0.0
         cand = (beams.scores.view(N, 1) + logp).view(B, NS, K, V + R)
         beams.scores, src_state, src_beam, tok = select_next(cand, cons, K)
-        img = torch.arange(B, device=f.device)[:, None, None]
-        beams.reorder(((img * NS + src_state) * K + src_beam).view(N))
+        if N > B:                                                       # beam 1: each row is its own source
+            img = torch.arange(B, device=f.device)[:, None, None]
+            beams.reorder(((img * NS + src_state) * K + src_beam).view(N))
         append_step(decoder, f, beams, tok.reshape(N), region_cls)
         if drop_hopeless and not length_penalty:
             done = beams.finished.view(B, NS, K)[:, NS - 1]               # (B, K) final state

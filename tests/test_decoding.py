@@ -25,17 +25,27 @@ def tiny_batch(seed: int = 1) -> dict:
     return {"images": torch.rand(B, 3, 64, 64, generator=g), "proposals": props, "prop_mask": mask}
 
 
-@pytest.fixture(scope="module", params=MODELS)
-def model(request):
-    opt = world_options(ROOT, att_model=request.param, aoa_heads=2, aoa_refine_layers=1, rnn_size=16,
+def build(name: str):
+    opt = world_options(ROOT, att_model=name, aoa_heads=2, aoa_refine_layers=1, rnn_size=16,
                         input_encoding_size=8, att_hid_size=8, class_emb_size=8, loc_emb_size=8)
     torch.manual_seed(0)
     m = build_captioner(opt, vocab_size=V, num_classes=C, fine_class=[1, 1, 2, 3, 4, 4]).eval()
     with torch.no_grad():
-        if POINTS[request.param]:
+        if POINTS[name]:
             m.decoder.logit.bias.fill_(-3.0)         # make pointing likely, so pointer paths run
         f = m.encode(tiny_batch())
-    return request.param, m.decoder, f
+    return name, m.decoder, f
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def model(request):
+    return build(request.param)
+
+
+@pytest.fixture(scope="module", params=["topdown", "att2in2", "updown_plain"])
+def additive_model(request):
+    """The models with additive attention (misc/attention.py)."""
+    return build(request.param)
 
 
 def check(name, decoded, R_points):
@@ -80,3 +90,31 @@ def test_every_search_runs_on_every_model(model, search):
     check(name, out, Rp)
     if POINTS[name] and search in ("greedy", "beam3"):
         assert any(t >= V for d in out for t in d.tokens)                 # the pointer path ran
+
+
+def reference_scores(keys_proj, q, img, w, b):
+    """decode_scores' maths in one piece: all rows' keys gathered, then the score layer."""
+    return (keys_proj[img] + q[:, None]).tanh() @ w + b
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_chunked_decoding_scores_give_the_reference_captions(additive_model, monkeypatch, beam):
+    """The searches' attention and pointer scores go in cache-sized chunks of rows (one row per
+    chunk here): the same captions, slot choices and scores as the one-piece formula."""
+    import nbt.misc.attention
+    import nbt.misc.model
+    name, dec, f = additive_model
+    monkeypatch.setattr(nbt.misc.attention, "CACHE_BYTES", 1)               # every row its own chunk
+    with torch.no_grad():
+        fast = beam_search(dec, f, beam_size=beam, max_len=10)
+        fast_greedy = greedy(dec, f, max_len=10)
+    monkeypatch.setattr(nbt.misc.attention, "decode_scores", reference_scores)
+    monkeypatch.setattr(nbt.misc.model, "decode_scores", reference_scores)
+    with torch.no_grad():
+        ref = beam_search(dec, f, beam_size=beam, max_len=10)
+        ref_greedy = greedy(dec, f, max_len=10)
+    for x, y in zip(fast + fast_greedy, ref + ref_greedy):
+        assert (x.tokens, x.plural, x.fine) == (y.tokens, y.plural, y.fine)
+        assert abs(x.score - y.score) < 1e-4
+    if POINTS[name]:
+        assert any(t >= V for d in fast for t in d.tokens)                  # with pointer choices
