@@ -64,17 +64,26 @@ CACHE_BYTES = 1 << 20              # decode_scores' chunk of hidden values on a 
 def decode_scores(keys_proj: torch.Tensor, q: torch.Tensor, img: torch.Tensor, w: torch.Tensor,
                   b: torch.Tensor) -> torch.Tensor:
     """Decoding (no autograd): keys_proj (B, N, A) per image, q (n, A) projected queries, img (n,)
-    the image of each query, w (A,), b (1,) -> scores (n, N) = w^T tanh(keys_proj[img[i]] + q[i]) + b.
-    On a CPU the rows go in chunks whose (m, N, A) hidden fits the cache (about 1 MB), so it is
-    written, squashed and reduced there instead of in memory: one read of the keys per step
-    (beam 3, COCO dims: 3.5x faster than gathering all rows first). One chunk on a GPU."""
+    the image of each query (sorted), w (A,), b (1,) -> scores (n, N) = w^T tanh(keys_proj[img[i]]
+    + q[i]) + b. On a CPU the rows go in chunks of one image's rows whose (m, N, A) hidden fits
+    the cache (CACHE_BYTES), so it is written, squashed and reduced there instead of in memory,
+    and the keys are broadcast, not gathered (beam 3 at COCO dims: 3.5x faster than gathering
+    every row's keys first). On a GPU: one chunk, the keys gathered."""
     n, (N, A) = q.shape[0], keys_proj.shape[1:]
-    rows = n if keys_proj.is_cuda else max(1, CACHE_BYTES // max(1, N * A * keys_proj.element_size()))
-    out = q.new_empty(n, N)
     w = w.to(keys_proj.dtype)
-    for s in range(0, n, rows):
-        hidden = keys_proj.index_select(0, img[s:s + rows]).add_(q[s:s + rows, None]).tanh_()   # (m, N, A)
-        torch.matmul(hidden, w, out=out[s:s + rows])                   # (m, N)
+    if keys_proj.is_cuda:
+        return torch.matmul((keys_proj[img] + q[:, None]).tanh_(), w) + b          # (n, N)
+    rows = max(1, CACHE_BYTES // max(1, N * A * keys_proj.element_size()))
+    out = q.new_empty(n, N)
+    ids = img.tolist()
+    s = 0
+    while s < n:
+        e = s + 1
+        while e < n and e - s < rows and ids[e] == ids[s]:
+            e += 1
+        hidden = torch.add(keys_proj[ids[s]], q[s:e, None]).tanh_()    # (m, N, A), rows of one image
+        torch.matmul(hidden, w, out=out[s:e])                          # (m, N)
+        s = e
     return out.add_(b)
 
 

@@ -98,13 +98,15 @@ def reference_scores(keys_proj, q, img, w, b):
 
 
 @pytest.mark.parametrize("beam", [1, 3])
-def test_chunked_decoding_scores_give_the_reference_captions(additive_model, monkeypatch, beam):
-    """The searches' attention and pointer scores go in cache-sized chunks of rows (one row per
-    chunk here): the same captions, slot choices and scores as the one-piece formula."""
+@pytest.mark.parametrize("cache", [1, 1 << 20])
+def test_chunked_decoding_scores_give_the_reference_captions(additive_model, monkeypatch, beam, cache):
+    """The searches' attention and pointer scores go in cache-sized chunks of one image's rows
+    (cache 1: one row per chunk; 1 MB: all rows of an image): the same captions, slot choices and
+    scores as the one-piece formula."""
     import nbt.misc.attention
     import nbt.misc.model
     name, dec, f = additive_model
-    monkeypatch.setattr(nbt.misc.attention, "CACHE_BYTES", 1)               # every row its own chunk
+    monkeypatch.setattr(nbt.misc.attention, "CACHE_BYTES", cache)
     with torch.no_grad():
         fast = beam_search(dec, f, beam_size=beam, max_len=10)
         fast_greedy = greedy(dec, f, max_len=10)
