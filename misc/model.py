@@ -103,7 +103,14 @@ class NBTDecoder(CaptionDecoder):
         return dataclasses.replace(
             f, grid_keys=self.att_grid.project(f.grid),                       # (B, N, A)
             region_keys=self.att_region.project(f.regions),                   # (B, R, A)
-            pointer_keys=self.pointer.project(f.regions) if self.has_pointer else None)   # (B, R, A)
+            pointer_keys=self.pointer.project(f.regions) if self.has_pointer else None,   # (B, R, A)
+            fc_gates=self.fc_gates(f.fc))                                     # (B, 4H)
+
+    def fc_gates(self, fc: torch.Tensor) -> torch.Tensor | None:
+        """The attention LSTM's gate inputs from fc, W_ih[:, :H] fc + b_ih + b_hh (B, 4H): fc is the
+        same at every step, so decoding computes this part of the input once per image."""
+        lstm, H = self.att_lstm, self.rnn_size
+        return nn.functional.linear(fc, lstm.weight_ih[:, :H], lstm.bias_ih + lstm.bias_hh)
 
     def init_state(self, f: RegionFeatures) -> TopDownState:
         z = f.fc.new_zeros(f.batch, self.rnn_size)
@@ -126,14 +133,26 @@ class NBTDecoder(CaptionDecoder):
     def recur(self, tokens: torch.Tensor, f: RegionFeatures, state: TopDownState, img: torch.Tensor | None = None):
         """The recurrence alone (embedding, both LSTMs, the two attentions): tokens (N,) ->
         x_lang (N, 2H + 1), the new state. Nothing in `outputs` feeds back into it."""
-        fc = f.fc if img is None else f.fc[img]
-        x = torch.cat([fc, self.embed(tokens)], -1)
-        h_att, c_att = self.att_lstm(x, (state.h_att, state.c_att))
+        if img is not None and f.fc_gates is not None and not torch.is_grad_enabled():   # decoding
+            h_att, c_att = self.att_cell(f.fc_gates[img], self.embed(tokens), state)
+        else:
+            fc = f.fc if img is None else f.fc[img]
+            x = torch.cat([fc, self.embed(tokens)], -1)
+            h_att, c_att = self.att_lstm(x, (state.h_att, state.c_att))
         att_r, count = self.att_region(h_att, f.regions, f.region_keys, f.region_mask, img=img, count=True)
         att = self.att_grid(h_att, f.grid, f.grid_keys, img=img) + att_r
         x_lang = torch.cat([att, h_att, count], -1)                      # (N, 2H + 1)
         h_lang, c_lang = self.lang_lstm(x_lang, (state.h_lang, state.c_lang))
         return x_lang, TopDownState(h_att, c_att, h_lang, c_lang)
+
+    def att_cell(self, fc_gates: torch.Tensor, emb: torch.Tensor, state: TopDownState):
+        """att_lstm([fc ; emb]) with fc's part of the gates given (fc_gates (n, 4H)): the same LSTM
+        cell (gates i, f, g, o), without the per-step product of fc."""
+        lstm, H = self.att_lstm, self.rnn_size
+        gates = torch.addmm(fc_gates, emb, lstm.weight_ih[:, H:].t()).addmm_(state.h_att, lstm.weight_hh.t())   # (n, 4H)
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f).mul_(state.c_att).add_(torch.sigmoid(i).mul_(torch.tanh(g)))
+        return torch.sigmoid(o).mul_(torch.tanh(c)), c
 
     def outputs(self, out: torch.Tensor, x_lang: torch.Tensor, h_prev: torch.Tensor, c_lang: torch.Tensor,
                 pointer_keys: torch.Tensor | None, valid: torch.Tensor, drop_masks: tuple | None = None,

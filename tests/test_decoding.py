@@ -120,3 +120,26 @@ def test_chunked_decoding_scores_give_the_reference_captions(additive_model, mon
         assert abs(x.score - y.score) < 1e-4
     if POINTS[name]:
         assert any(t >= V for d in fast for t in d.tokens)                  # with pointer choices
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_fc_gates_computed_once_give_the_reference_captions(additive_model, beam):
+    """Decoding adds the attention LSTM's fc gates computed once per image (fc_gates) instead of
+    feeding [fc ; word] to the LSTM cell at every step: the same cell, the same captions."""
+    import dataclasses
+    name, dec, f = additive_model
+    assert (f.fc_gates is None) == (name == "att2in2")                     # att2in2 has no attention LSTM
+    if f.fc_gates is not None:
+        g = torch.Generator().manual_seed(3)
+        state = type(dec.init_state(f))(*(torch.randn(B, 16, generator=g) for _ in range(4)))
+        emb = torch.randn(B, 8, generator=g)
+        with torch.no_grad():
+            h, c = dec.att_cell(f.fc_gates, emb, state)
+            h_ref, c_ref = dec.att_lstm(torch.cat([f.fc, emb], -1), (state.h_att, state.c_att))
+        assert torch.allclose(h, h_ref, atol=1e-6) and torch.allclose(c, c_ref, atol=1e-6)
+    with torch.no_grad():
+        fast = beam_search(dec, f, beam_size=beam, max_len=10) + greedy(dec, f, max_len=10)
+        ref_f = dataclasses.replace(f, fc_gates=None)
+        ref = beam_search(dec, ref_f, beam_size=beam, max_len=10) + greedy(dec, ref_f, max_len=10)
+    for x, y in zip(fast, ref):
+        assert (x.tokens, x.plural, x.fine) == (y.tokens, y.plural, y.fine) and abs(x.score - y.score) < 1e-4
