@@ -17,7 +17,8 @@ the grid's mean; here: the conv map and the pooled proposals as a cached batch).
 
 Three tasks, each timed in process CPU time with 1 torch thread, the three sides interleaved
 (scp, plain, nbt, scp, ...) for --rounds rounds after one warm-up each, so a loaded machine slows
-all sides alike; the table gives each side's median and its ratio to SCP's median:
+all sides alike; each side's median, its ratio to SCP's median, and the median over rounds of
+the ratio within a round (a drifting load moves that one least):
   train   one XE training step (forward, loss, backward, Adam step), train_images x 5 captions
   greedy  decoding `images` images, 16 tokens each (this project: beam_search with beam 1, as
           evaluation runs it; SCP: _sample, sample_method greedy), features encoded inside the timing
@@ -170,10 +171,12 @@ def main():
                 fns[side][task]()
                 times[side].append(time.process_time() - t)
         med = {side: statistics.median(times[side]) * 1000 for side in SIDES}
+        paired = {side: statistics.median(a / b for a, b in zip(times[side], times["scp"])) for side in SIDES}
         what = (f"{args.train_images} images x 5 captions" if task == "train"
                 else f"{args.images} images, tokens per caption " + " / ".join(f"{tokens[s]:.1f}" for s in SIDES))
         print(f"{task:<7} ({what}): " + ", ".join(
-            f"{side} {med[side]:,.0f} ms" + ("" if side == "scp" else f" ({med[side] / med['scp']:.2f}x)")
+            f"{side} {med[side]:,.0f} ms" + ("" if side == "scp" else
+                                            f" ({med[side] / med['scp']:.2f}x; rounds {paired[side]:.2f}x)")
             for side in SIDES), flush=True)
     print("not equal between the sides:\n" + "\n".join(f"  - {u}" for u in UNEQUAL))
 
