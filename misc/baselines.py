@@ -194,6 +194,9 @@ class Att2in2(NBTDecoder):
         self.pointer = AdditiveAttention(query_size=H, key_size=H, hidden=A)
         self.heads = SlotHeads(rnn_size=H, fine_class=fine_class, num_classes=num_classes, drop_prob=drop_prob)
 
+    def fc_gates(self, fc: torch.Tensor) -> None:
+        return None                                # no attention LSTM (NBTDecoder.encode asks)
+
     def init_state(self, f: RegionFeatures) -> Att2in2State:
         z = f.fc.new_zeros(f.batch, self.rnn_size)
         return Att2in2State(z, z)

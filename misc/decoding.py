@@ -24,6 +24,12 @@ from nbt.misc.encoded import Encoded
 NEG_INF = float("-inf")
 
 
+def pointer_regions(decoder, f: Encoded) -> int:
+    """R, the regions a search can point at: f's regions if the decoder has a pointer, else 0
+    (updown_plain attends over regions but never points; its step returns (N, 0) region log-probs)."""
+    return f.num_regions if getattr(decoder, "has_pointer", False) else 0
+
+
 @dataclass
 class Decoded:
     tokens: list[int]                     # words (< V) and pointers (V + r), EOS stripped
@@ -136,7 +142,7 @@ class Constraints(NamedTuple):
 
 
 def start_beams(decoder, f: Encoded, beam_size: int, constraints: torch.Tensor | None) -> tuple[Beams, Constraints]:
-    B, R, V, device = f.batch, f.num_regions, decoder.vocab_size, f.device
+    B, R, V, device = f.batch, pointer_regions(decoder, f), decoder.vocab_size, f.device
     n_cons = 0 if constraints is None else constraints.shape[1]
     n_states = 1 << n_cons
     N = B * n_states * beam_size
@@ -161,7 +167,7 @@ def select_next(cand: torch.Tensor, cons: Constraints, beam_size: int):
     A row stays in its state with any token but a constraint's pointer, or moves from state
     s - {j} into s by pointing at constraint j."""
     B, NS, K, W = cand.shape                                            # K = beam_size
-    same = cand.clone()
+    same = cand.clone() if cons.n else cand
     for j in range(cons.n):                                             # pointing at j leaves the state
         tok = cons.tokens[:, j]
         has = tok >= 0
@@ -201,7 +207,9 @@ def beam_search(decoder, f: Encoded, *, beam_size: int = 1, max_len: int = 20,
         if constraints is not None:
             raise ValueError("beam_first_finished reproduces the original's plain beam search; not with cbs")
         return _first_finished_search(decoder, f, beam_size=beam_size, max_len=max_len)
-    V, R = decoder.vocab_size, f.num_regions
+    V, R = decoder.vocab_size, pointer_regions(decoder, f)
+    if constraints is not None and not R:
+        raise ValueError(f"constrained beam search points at regions: {type(decoder).__name__} has no pointer")
     beams, cons = start_beams(decoder, f, beam_size, constraints)
     B, NS, K = beams.scores.shape
     N = B * NS * K
@@ -217,8 +225,9 @@ def beam_search(decoder, f: Encoded, *, beam_size: int = 1, max_len: int = 20,
         logp[beams.finished, 0] = 0.0
         cand = (beams.scores.view(N, 1) + logp).view(B, NS, K, V + R)
         beams.scores, src_state, src_beam, tok = select_next(cand, cons, K)
-        img = torch.arange(B, device=f.device)[:, None, None]
-        beams.reorder(((img * NS + src_state) * K + src_beam).view(N))
+        if N > B:                                                       # beam 1: each row is its own source
+            img = torch.arange(B, device=f.device)[:, None, None]
+            beams.reorder(((img * NS + src_state) * K + src_beam).view(N))
         append_step(decoder, f, beams, tok.reshape(N), region_cls)
         if drop_hopeless and not length_penalty:
             done = beams.finished.view(B, NS, K)[:, NS - 1]               # (B, K) final state
@@ -234,7 +243,7 @@ def _first_finished_search(decoder, f: Encoded, *, beam_size: int, max_len: int)
     """beam_search(first_finished=True): the original's CaptionModel.beam_search kept each finished
     beam's score as a view of its slot and then set the slot to -1000, so every finished score
     reads -1000 and its stable sort returns the first beam to finish."""
-    V, R = decoder.vocab_size, f.num_regions
+    V, R = decoder.vocab_size, pointer_regions(decoder, f)
     beams, cons = start_beams(decoder, f, beam_size, None)
     B, NS, K = beams.scores.shape
     N = B * K
@@ -310,7 +319,7 @@ def best_captions(beams: Beams, constraints: torch.Tensor | None, *, length_pena
 def greedy(decoder, f: Encoded, *, max_len: int = 20, sample: bool = False, temperature: float = 1.0) -> list[Decoded]:
     """Plain step-by-step argmax (or multinomial sampling) over [words ; regions]; the reference
     that beam search with beam 1 must reproduce."""
-    B, V, R, device = f.batch, decoder.vocab_size, f.num_regions, f.device
+    B, V, R, device = f.batch, decoder.vocab_size, pointer_regions(decoder, f), f.device
     state = decoder.init_state(f)
     tokens_in = torch.zeros(B, dtype=torch.long, device=device)
     pointed = torch.zeros(B, R, dtype=torch.bool, device=device)

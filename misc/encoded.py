@@ -91,6 +91,7 @@ class RegionFeatures(Encoded):
     grid_keys: Tensor | None = None       # (B, N, A) attention keys, projected once per image
     region_keys: Tensor | None = None     # (B, R, A)
     pointer_keys: Tensor | None = None    # (B, R, A) NBT's pointer only
+    fc_gates: Tensor | None = None        # (B, 4H) the attention LSTM's gate inputs from fc (decoding)
     groups: GroupLogits | None = None     # region grouping, while training
 
     @property

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from nbt.misc.attention import AdditiveAttention, additive_scores
+from nbt.misc.attention import AdditiveAttention, additive_scores, decode_scores
 from nbt.misc.decoder_base import CaptionDecoder
 from nbt.misc.encoded import GroupLogits, RegionFeatures
 from nbt.misc.grouping import RegionGrouping
@@ -103,7 +103,14 @@ class NBTDecoder(CaptionDecoder):
         return dataclasses.replace(
             f, grid_keys=self.att_grid.project(f.grid),                       # (B, N, A)
             region_keys=self.att_region.project(f.regions),                   # (B, R, A)
-            pointer_keys=self.pointer.project(f.regions) if self.has_pointer else None)   # (B, R, A)
+            pointer_keys=self.pointer.project(f.regions) if self.has_pointer else None,   # (B, R, A)
+            fc_gates=self.fc_gates(f.fc))                                     # (B, 4H)
+
+    def fc_gates(self, fc: torch.Tensor) -> torch.Tensor | None:
+        """The attention LSTM's gate inputs from fc, W_ih[:, :H] fc + b_ih + b_hh (B, 4H): fc is the
+        same at every step, so decoding computes this part of the input once per image."""
+        lstm, H = self.att_lstm, self.rnn_size
+        return nn.functional.linear(fc, lstm.weight_ih[:, :H], lstm.bias_ih + lstm.bias_hh)
 
     def init_state(self, f: RegionFeatures) -> TopDownState:
         z = f.fc.new_zeros(f.batch, self.rnn_size)
@@ -116,35 +123,46 @@ class NBTDecoder(CaptionDecoder):
         word_logp (N, V), region_logp (N, R), new state. With img (N,) (sorted), f stays per
         image and row i belongs to image img[i] (decoding steps only the live beams)."""
         x_lang, new = self.recur(tokens, f, state, img)
-        region_mask, pointer_keys = f.region_mask, f.pointer_keys
-        if img is not None:
-            region_mask = region_mask[img]
-            pointer_keys = None if pointer_keys is None else pointer_keys[img]
+        region_mask = f.region_mask if img is None else f.region_mask[img]
         valid = region_mask if pointed is None else region_mask & ~pointed
         c_sentinel = state.c_lang if self.sentinel_previous else new.c_lang
         word_logp, region_logp = self.outputs(self.drop(new.h_lang), x_lang, state.h_lang, c_sentinel,
-                                              pointer_keys, valid)
+                                              f.pointer_keys, valid, img=img)
         return word_logp, region_logp, new
 
     def recur(self, tokens: torch.Tensor, f: RegionFeatures, state: TopDownState, img: torch.Tensor | None = None):
         """The recurrence alone (embedding, both LSTMs, the two attentions): tokens (N,) ->
         x_lang (N, 2H + 1), the new state. Nothing in `outputs` feeds back into it."""
-        fc = f.fc if img is None else f.fc[img]
-        x = torch.cat([fc, self.embed(tokens)], -1)
-        h_att, c_att = self.att_lstm(x, (state.h_att, state.c_att))
+        if img is not None and f.fc_gates is not None and not torch.is_grad_enabled():   # decoding
+            h_att, c_att = self.att_cell(f.fc_gates[img], self.embed(tokens), state)
+        else:
+            fc = f.fc if img is None else f.fc[img]
+            x = torch.cat([fc, self.embed(tokens)], -1)
+            h_att, c_att = self.att_lstm(x, (state.h_att, state.c_att))
         att_r, count = self.att_region(h_att, f.regions, f.region_keys, f.region_mask, img=img, count=True)
         att = self.att_grid(h_att, f.grid, f.grid_keys, img=img) + att_r
         x_lang = torch.cat([att, h_att, count], -1)                      # (N, 2H + 1)
         h_lang, c_lang = self.lang_lstm(x_lang, (state.h_lang, state.c_lang))
         return x_lang, TopDownState(h_att, c_att, h_lang, c_lang)
 
+    def att_cell(self, fc_gates: torch.Tensor, emb: torch.Tensor, state: TopDownState):
+        """att_lstm([fc ; emb]) with fc's part of the gates given (fc_gates (n, 4H)): the same LSTM
+        cell (gates i, f, g, o), without the per-step product of fc."""
+        lstm, H = self.att_lstm, self.rnn_size
+        gates = torch.addmm(fc_gates, emb, lstm.weight_ih[:, H:].t()).addmm_(state.h_att, lstm.weight_hh.t())   # (n, 4H)
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f).mul_(state.c_att).add_(torch.sigmoid(i).mul_(torch.tanh(g)))
+        return torch.sigmoid(o).mul_(torch.tanh(c)), c
+
     def outputs(self, out: torch.Tensor, x_lang: torch.Tensor, h_prev: torch.Tensor, c_lang: torch.Tensor,
-                pointer_keys: torch.Tensor | None, valid: torch.Tensor, drop_masks: tuple | None = None):
+                pointer_keys: torch.Tensor | None, valid: torch.Tensor, drop_masks: tuple | None = None,
+                img: torch.Tensor | None = None):
         """Word and region log-probs from the recurrence's values at one step, leading dims (N,),
         or at every step at once, leading dims (N, T) (teacher forcing). out = dropout(h_lang)
         (..., H), x_lang (..., 2H + 1), h_prev = h_lang of the step before, c_lang (..., H) the
         cell state the sentinel reads (this step's, or with sentinel_cell "previous" the one before);
-        pointer_keys (N, R, A) and valid (N, R) regions of each row.
+        pointer_keys (N, R, A) and valid (N, R) regions of each row (with img (N,) one step's rows:
+        pointer_keys per image, (B, R, A), row i of image img[i]).
         drop_masks: the sentinel's two dropout masks drawn beforehand (None: draw them here)."""
         word_logp = torch.log_softmax(self.logit(out).float(), -1)[..., :self.vocab_size]   # (..., V)
         if not self.has_pointer:
@@ -161,8 +179,11 @@ class NBTDecoder(CaptionDecoder):
         if out.dim() == 3:                                                 # all steps: (N, T, R)
             w = self.pointer.score
             r_score, valid = additive_scores(pointer_keys, q, w.weight[0], w.bias), valid[:, None]
+        elif img is not None and not torch.is_grad_enabled():             # decoding step: (N, R)
+            r_score = decode_scores(pointer_keys, q, img, self.pointer.score.weight[0], self.pointer.score.bias)
         else:                                                              # one step: (N, R)
-            r_score = self.pointer.score((pointer_keys + q[:, None]).tanh_()).squeeze(-1)
+            keys = pointer_keys if img is None else pointer_keys[img]
+            r_score = self.pointer.score((keys + q[:, None]).tanh_()).squeeze(-1)
         r_score = r_score.float().masked_fill(~valid, float("-inf"))
         ptr = torch.log_softmax(torch.cat([s_score.float(), r_score], -1), -1)   # (..., 1 + R)
         return word_logp + ptr[..., :1], ptr[..., 1:].clamp(min=NEG)

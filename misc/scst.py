@@ -19,7 +19,7 @@ import torch
 
 from nbt.misc.cider import CiderD, read_document_frequency
 from nbt.misc.decoder_base import feedback_tokens
-from nbt.misc.decoding import greedy, point_and_fill
+from nbt.misc.decoding import greedy, point_and_fill, pointer_regions
 from nbt.misc.encoded import Encoded
 from nbt.misc.language import language_of
 from nbt.misc.slot_filling import slot_word
@@ -131,7 +131,7 @@ class Sample(NamedTuple):
 def sample_with_logprobs(decoder, f: Encoded, *, max_len: int) -> Sample:
     """Multinomial sampling over [words ; regions] (and the plural / fine-grained heads for a
     pointed region) with the log-probability of every decision, differentiable."""
-    N, V, R, device = f.batch, decoder.vocab_size, f.num_regions, f.device
+    N, V, R, device = f.batch, decoder.vocab_size, pointer_regions(decoder, f), f.device
     state = decoder.init_state(f)
     tokens_in = torch.zeros(N, dtype=torch.long, device=device)
     pointed = torch.zeros(N, R, dtype=torch.bool, device=device)
