@@ -56,8 +56,14 @@ def test_new_backbones_give_a_conv_map_and_freeze_like_the_resnets(backbones, na
     assert trainable == list(range(3, len(tuned.body)))
 
 
+UPDOWN_BEAM = pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+    "beam_search fails on updown_plain for any backbone: its R comes from region_mask, not from the "
+    "pointer it does not have (issue 22 fixes it; then this mark must go)"))
+
+
 @pytest.mark.parametrize("name, att_model", [
-    *[("inception_v3", m) for m in ("topdown", "updown_plain", "showtell", "aoanet")],   # its odd map geometry
+    *[("inception_v3", m) for m in ("topdown", "showtell", "aoanet")],                  # its odd map geometry
+    pytest.param("inception_v3", "updown_plain", marks=UPDOWN_BEAM),
     ("densenet121", "topdown"), ("densenet161", "aoanet")])
 def test_every_captioning_model_runs_on_the_new_backbones(backbones, world_batch, monkeypatch, name, att_model):
     import nbt.misc.captioner
@@ -74,8 +80,6 @@ def test_every_captioning_model_runs_on_the_new_backbones(backbones, world_batch
     sums = model(batch)
     assert torch.isfinite(sums["words"]) and sums["words"] > 0
     sums["words"].backward()
-    if att_model == "updown_plain":
-        return       # beam_search fails on it for any backbone: R comes from region_mask (reported)
     model.eval()
     with torch.no_grad():
         decoded = beam_search(model.decoder, model.encode(batch), beam_size=2, max_len=5)
