@@ -1,6 +1,7 @@
 """The CBS score threshold is measured on the data (a precision), so a detector with another score
 scale picks the same constraints without anyone guessing a new threshold."""
 import dataclasses
+import json
 
 import h5py
 import numpy as np
@@ -69,11 +70,46 @@ def test_explicit_thresholds_are_kept_and_missing_data_falls_back_to_the_origina
     assert "original's" in capsys.readouterr().err
 
 
+def _threshold_by_hand(world_dir, split: str, min_precision: float) -> float:
+    """The definition applied to the world's files without the project's code: a detection is right
+    when it overlaps (IoU > 0.5) a GT box of its class; the threshold is the lowest score s at
+    which the detections scoring >= s are right min_precision of the time."""
+    dic = json.loads((world_dir / "dic_world.json").read_text())
+    inst = json.loads((world_dir / "annotations" / "instances_world.json").read_text())
+    lines = (world_dir / "world_class_name.txt").read_text().splitlines()
+    line_of = {ln.split(",")[0].strip(): i + 1 for i, ln in enumerate(lines) if ln.strip()}
+    cat = {c["id"]: line_of[c["name"]] for c in inst["categories"]}
+    gt = {}
+    for a in inst["annotations"]:
+        x, y, w, h = a["bbox"]
+        gt.setdefault(a["image_id"], []).append((x, y, x + w, y + h, cat[a["category_id"]]))
+
+    def iou(a, b):
+        iw, ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+        return iw * ih / union
+    with h5py.File(world_dir / "world_detection.h5") as f:
+        labels, num = f["dets_labels"][:], f["nms_num"][:]
+    scores, right = [], []
+    for row, im in enumerate(dic["images"]):                       # h5 rows = the dic's images
+        if im["split"] != split:
+            continue
+        for d in labels[row, :num[row]].tolist():
+            scores.append(d[5])
+            right.append(any(int(d[4]) == g[4] and iou(d, g) > 0.5 for g in gt.get(im["id"], [])))
+    scores, right = np.array(scores), np.array(right)
+    return float(min(s for s in np.unique(scores) if right[scores >= s].mean() >= min_precision))
+
+
 def test_world_thresholds_are_those_the_world_was_tuned_with(world_dir):
-    """The world's detector was tuned with the original's 0.5 for pointer targets: the default
-    precision reproduces it (within the score spacing of the detector)."""
+    """The calibrated thresholds are the definition's, computed here by hand; and the world's
+    detector was tuned with the original's 0.5 for pointer targets: the default precision
+    reproduces it (within the score spacing of the detector)."""
     from nbt.misc.dataset import DataBundle
     bundle = DataBundle.load(world_options(world_dir))
     scores, correct, n = detection_scores(bundle)
     assert n == len(bundle.rows("train")) and len(scores) == len(correct) > 100
+    for key, precision in (("pos_score_thresh", "pos_min_precision"), ("cbs_score_thresh", "cbs_min_precision")):
+        want = _threshold_by_hand(world_dir, "train", getattr(bundle.opt, precision))
+        assert getattr(bundle.opt, key) == pytest.approx(want, abs=1e-6), key
     assert 0.4 <= bundle.opt.pos_score_thresh <= 0.6

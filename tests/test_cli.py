@@ -32,11 +32,32 @@ ORIGINAL_README = [
 ]
 
 
+def _expected(line: str) -> dict:
+    """What each option of an original README line must parse to (the line read by hand)."""
+    want = {}
+    if "--max_epoch " in line:
+        want.update(max_epochs=30, batch_size=20, num_workers=20, cuda=True)
+    if "--inference_only True" in line:
+        want.update(inference_only=True)
+    if "--beam_size 3" in line:
+        want.update(beam_size=3)
+    if "--start_from " in line:
+        want.update(start_from=line.split("--start_from ")[1].split()[0])
+    if "--cbs True" in line:
+        want.update(cbs=True, cbs_tag_size=3, cbs_mode="novel")
+    if "--mGPUs True" in line:
+        want.update(mGPUs=True, batch_size=100)
+    if "--path_opt " in line:
+        want.update(dataset="flickr30k" if "flickr" in line else "coco")
+    return want
+
+
 @pytest.mark.parametrize("line", ORIGINAL_README)
 def test_every_command_of_the_original_readme_parses(line):
     opt = build_options(shlex.split(line), default_cfg=str(ROOT / "cfgs" / "world.yml"))
-    if "--max_epoch " in line:
-        assert opt.max_epochs == 30 and opt.batch_size == 20 and opt.num_workers == 20
+    want = _expected(line)
+    assert len(want) >= 2, line                                     # every line says something to check
+    assert {k: getattr(opt, k) for k in want} == want
 
 
 def test_original_readme_command_fails_only_on_missing_data(tmp_path):

@@ -5,13 +5,13 @@ import json
 import h5py
 import pytest
 
-from conftest import COCO_MINI, ROOT
+from conftest import COCO_MINI, ROOT, needs_coco_mini
 from nbt.misc.config import options_from_dict
 from nbt.misc.dataset import CaptionDataset, DataBundle, collate
 from nbt.misc.vocab import ClassNames, VisualWordMatcher
 from nbt.prepro import prepro_det, prepro_dic_coco
 
-pytestmark = pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
+pytestmark = needs_coco_mini
 CLASSES = ROOT / "data" / "coco" / "coco_class_name.txt"
 ANN = COCO_MINI / "annotations"
 
@@ -79,10 +79,14 @@ def test_imported_detections_and_grounding_rates(mini):
         ds = CaptionDataset(b, "train", train=False)
         batch = collate([ds[(i, 0)] for i in range(len(ds))])
         rates[oracle] = batch["n_grounded"] / batch["n_visual"]
+        print(f"\n{'oracle' if oracle else 'FastestDet'}: {batch['n_grounded']} of {batch['n_visual']} visual words")
         assert batch["images"].shape[-1] == 128
-    print(f"\ncoco-mini visual words with a positive proposal: oracle {rates[True]:.3f}, "
+    print(f"coco-mini visual words with a positive proposal: oracle {rates[True]:.3f}, "
           f"FastestDet {rates[False]:.3f}")
-    assert rates[True] > 0.8 and rates[False] < rates[True]
+    # fixed files, so fixed rates: every visual word has its GT box; the small detector gives 198 of
+    # 564 a positive (measured). +-0.005 is under 3 words: pointer positives at IoU 0.6 instead of
+    # 0.5 give 192, so a change here must be explained, and the number updated with it.
+    assert rates[True] == 1.0 and rates[False] == pytest.approx(198 / 564, abs=0.005)
 
 
 def test_split_regeneration_on_coco_mini(mini, tmp_path):

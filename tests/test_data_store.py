@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, world_options
+from conftest import COCO_MINI, ROOT, needs_coco_mini, require_shared, world_options
 from nbt.misc import npz_cache
 from nbt.misc.annotations import BoxIndex
 from nbt.misc.captions import CaptionStore
 from nbt.misc.dataset import CaptionDataset, DataBundle
 from nbt.misc.transforms import box_iou
 
-COCO_MINI = next((p / "shared" / "data" / "coco-mini" for p in ROOT.parents[:2]
-                  if (p / "shared" / "data" / "coco-mini").is_dir()), None)
 
 
 def reference_targets(ds, row, props, gt, gt_cls, rng, gt_fine, gt_group) -> dict:
@@ -113,7 +111,7 @@ def test_baseline_targets_have_no_visual_words(world_dir):
     assert all((ds[(i, 0)]["vis_cls"] == 0).all() for i in range(5))
 
 
-@pytest.mark.skipif(COCO_MINI is None, reason="../shared/data/coco-mini not present")
+@needs_coco_mini
 def test_real_captions_give_the_targets_of_token_lists(tmp_path):
     from nbt.prepro import prepro_det, prepro_dic_coco
     ann, classes = COCO_MINI / "annotations", ROOT / "data" / "coco" / "coco_class_name.txt"
@@ -137,20 +135,24 @@ def test_real_captions_give_the_targets_of_token_lists(tmp_path):
     assert live > 0
 
 
-def test_a_crop_that_keeps_the_claimed_classes_keeps_the_match(world_dir):
+@pytest.mark.parametrize("source", ["world", "coco-mini"])
+def test_a_crop_that_keeps_the_claimed_classes_keeps_the_match(world_dir, source):
     """What the cached visual words rely on: matching against a subset P' of the image's classes P
-    gives the match over P whenever P' still holds every class that match claimed."""
-    b = DataBundle.load(world_options(world_dir))
+    gives the match over P whenever P' still holds every class that match claimed. On the world's
+    captions, and on real English (coco-mini: bigrams, plurals, unmatched words)."""
     rng = np.random.default_rng(0)
-    captions = [(b.matcher, b.boxes.present_classes(b.dic["images"].image_id(r)), c)
-                for r in range(len(b.captions)) for c in b.captions[r]]
-    if COCO_MINI is not None:          # real English as well: bigrams, plurals, unmatched words
+    if source == "world":
+        b = DataBundle.load(world_options(world_dir))
+        captions = [(b.matcher, b.boxes.present_classes(b.dic["images"].image_id(r)), c)
+                    for r in range(len(b.captions)) for c in b.captions[r]]
+    else:
         from nbt.misc.vocab import ClassNames, VisualWordMatcher
         from nbt.prepro.prepro_dic_coco import tokenize
         coco = ClassNames.read(ROOT / "data" / "coco" / "coco_class_name.txt")
         m = VisualWordMatcher(coco)
+        captions = []
         for split in ("train2017", "val2017"):
-            data = json.loads((COCO_MINI / "annotations" / f"captions_{split}.json").read_text())
+            data = json.loads((require_shared(COCO_MINI) / "annotations" / f"captions_{split}.json").read_text())
             for a in data["annotations"]:
                 tokens = tokenize(a["caption"])
                 others = rng.integers(1, coco.num_classes + 1, 3).tolist()     # classes the caption may not name

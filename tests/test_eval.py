@@ -4,24 +4,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import SHARED
-from nbt.misc.metrics import java_available, score_captions
-
-METRICS = SHARED / "caption-metrics"
+from conftest import require_java
+from nbt.misc.metrics import score_captions
 
 
-@pytest.mark.skipif(not METRICS.is_dir(), reason="../shared/data/caption-metrics not present")
-def test_metrics_match_published_nlg_eval_values():
-    hyp = (METRICS / "hyp.txt").read_text().strip().splitlines()
-    r1 = (METRICS / "ref1.txt").read_text().strip().splitlines()
-    r2 = (METRICS / "ref2.txt").read_text().strip().splitlines()
+def test_metrics_match_published_nlg_eval_values(caption_metrics):
+    """All of nlg-eval's published scores, METEOR included (Java)."""
+    require_java()
+    hyp = (caption_metrics / "hyp.txt").read_text().strip().splitlines()
+    r1 = (caption_metrics / "ref1.txt").read_text().strip().splitlines()
+    r2 = (caption_metrics / "ref2.txt").read_text().strip().splitlines()
     refs = {i: [r1[i].strip(), r2[i].strip()] for i in range(len(hyp))}
     hyps = {i: hyp[i].strip() for i in range(len(hyp))}
-    overall, per_image = score_captions(refs, hyps, meteor=java_available(), pretokenized=True)
-    expected = json.loads((METRICS / "expected_scores.json").read_text())
+    overall, per_image = score_captions(refs, hyps, meteor=True, pretokenized=True)
+    expected = json.loads((caption_metrics / "expected_scores.json").read_text())
+    assert "METEOR" in expected
     for k, v in expected.items():
-        if k == "METEOR" and not java_available():
-            continue
         assert round(v - overall[k], 5) == 0, (k, overall[k], v)
     assert set(per_image) == {0, 1} and "CIDEr" in per_image[0]
 
@@ -144,3 +142,53 @@ def test_count_report_reads_group_sizes_and_number_words():
     assert r["plural_accuracy"] == 0.5                    # the blue ring is alone: singular was right
     assert r["number_matches_group"] == 1.0               # "two" for the pair, "a" for the single one
     assert r["by_group_size"] == {2: {"2": 1}, 1: {"1": 1}}
+
+
+def test_noc_f1_per_class_and_mean_from_tp_fp_fn():
+    """DCC's F1 (an image is positive when a reference mentions the object, predicted positive
+    when the caption does; F1 = 2 tp / (2 tp + fp + fn)) for two held-out classes at once."""
+    from nbt.misc.evaluation import noc_scores
+    refs = {1: ["a red nut"], 2: ["two blue cells here"], 3: ["a nut and a ring"], 4: ["a disc"],
+            5: ["a grey picture"], 6: ["two rings"]}
+    preds = {1: "a nut", 2: "two cells", 3: "a ring", 4: "a hexagon", 5: "a grey picture", 6: "a disc and a nut"}
+    out = noc_scores({k: {"caption": v} for k, v in preds.items()}, refs, [1, 2], _bundle(), meteor=False)
+    hexagon, circle = out["per_class"]["hexagon"], out["per_class"]["circle"]
+    # hexagon: tp 1, 2; fn 3; fp 4, 6 -> P 2/4, R 2/3, F1 4/7.  circle: tp 3, 6; fn 4; fp none -> P 1, R 2/3, F1 0.8
+    assert (hexagon["precision"], hexagon["recall"], hexagon["f1"]) == pytest.approx((0.5, 2 / 3, 4 / 7))
+    assert (circle["precision"], circle["recall"], circle["f1"]) == pytest.approx((1.0, 2 / 3, 0.8))
+    assert out["average"]["f1"] == pytest.approx((4 / 7 + 0.8) / 2)
+
+
+def test_grounding_report_rates_and_their_ground_truth():
+    """Two images: one whose boxes carry annotated groups, one without (plural by category count)."""
+    import torch
+    from nbt.misc.evaluation import CaptionEvaluator
+    from nbt.misc.slot_filling import Caption
+    b = _bundle()                                  # fine words: circle ring disc hexagon nut cell
+    b.captions = [[["a", "ring"]], [["a", "ring"]]]
+    ev = CaptionEvaluator(b, meteor=False)
+
+    def image(i, gt, grounding):
+        gt = torch.tensor([gt]).float()
+        ev.process({"image_ids": [i], "rows": [i], "gt": gt, "gt_mask": torch.ones(1, gt.shape[1], dtype=torch.bool)},
+                   [Caption("", "", grounding, 0.0)])
+
+    def g(word, box, cls, plural):
+        return {"word": word, "box": box, "class": cls, "plural": plural}
+    boxes = [[0, 0, 10, 10, 1, 1, 0], [20, 20, 30, 30, 1, 2, 1], [40, 40, 50, 50, 2, 4, 2], [60, 60, 70, 70, 1, 1, 0]]
+    image(0, boxes, [
+        g("rings", [0, 0, 10, 11], "circle", 1),      # grounded, right kind, right plural (its group has two)
+        g("circle", [20, 20, 30, 30], "circle", 0),   # grounded, the category's name for a disc, right plural
+        g("ring", [20, 20, 30, 30], "circle", 0),     # grounded, wrong kind (a disc), right plural (alone)
+        g("nut", [0, 0, 10, 10], "hexagon", 0),       # not grounded: no hexagon there
+        g("nuts", [40, 40, 50, 50], "hexagon", 1)])   # grounded, right kind, wrong plural (alone)
+    image(1, [[0, 0, 10, 10, 1, 1, -1], [20, 20, 30, 30, 1, 2, -1]], [
+        g("ring", [0, 0, 10, 10], "circle", 1)])      # no groups: two circles in the image, plural right
+    r = ev.grounding_report()
+    assert r["visual_words"] == 6 and r["grounding_accuracy"] == pytest.approx(5 / 6)
+    assert r["fine_grained_accuracy"] == pytest.approx(3 / 4) and r["category_name_share"] == pytest.approx(1 / 5)
+    assert r["plural_accuracy"] == pytest.approx(4 / 5)
+    assert r["plural_accuracy_by_annotated_groups"] == pytest.approx(3 / 4)
+    assert r["plural_accuracy_by_category_count"] == 1.0
+    assert r["plural_ground_truth"] == "annotated groups and category count"
+    assert r["fine_grained_ground_truth"] == "annotated kinds"

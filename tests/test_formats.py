@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import COCO_MINI, ROOT, world_options
+from conftest import COCO_MINI, ROOT, needs_coco_mini, world_options
 from nbt.misc.dataset import CaptionDataset, DataBundle, collate
 from nbt.misc.detector import detections_from_json, valid_rows, write_h5
 from nbt.misc.io import DataError
@@ -21,7 +21,6 @@ from nbt.misc.cider import document_frequency, document_frequency_plain
 
 CLASSES = ROOT / "data" / "coco" / "coco_class_name.txt"
 ANN = COCO_MINI / "annotations"
-needs_mini = pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
 
 
 def _mini_args(tmp_path, *extra):
@@ -39,7 +38,7 @@ def test_threshold_keeps_words_seen_more_than_it_and_zero_keeps_all():
     assert set(build_vocab(caps, 3).values()) == {"UNK"}
 
 
-@needs_mini
+@needs_coco_mini
 def test_unk_rate_on_coco_mini_training_tokens(tmp_path):
     images = prepro_dic_coco.images_from_coco_captions(
         [str(ANN / "captions_train2017.json"), str(ANN / "captions_val2017.json")], quiet=True)
@@ -58,11 +57,22 @@ def test_unk_rate_on_coco_mini_training_tokens(tmp_path):
 
 # -- CIDEr-D document frequencies -----------------------------------------------------------------
 def _check_df(per_image):
+    """Both df functions against pycocoevalcap's CiderScorer.compute_doc_freq (the reference
+    implementation: a corpus of these images' references)."""
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
     refs = [[" ".join(c) for c in caps] for caps in per_image]
-    assert document_frequency(refs) == document_frequency_plain(refs)
+    reference = CiderScorer(n=4, sigma=6.0)
+    for r in refs:
+        reference += (None, r)
+    reference.compute_doc_freq()
+    theirs = {"ref_len": float(np.log(float(len(reference.crefs)))),
+              "df": {" ".join(gram): n for gram, n in reference.document_frequency.items()}}
+    ours = document_frequency(refs)
+    assert ours["ref_len"] == pytest.approx(theirs["ref_len"]) and ours["df"] == theirs["df"]
+    assert document_frequency_plain(refs) == ours
 
 
-@needs_mini
+@needs_coco_mini
 def test_df_table_equals_misc_cider_on_coco_mini(tmp_path):
     assert prepro_dic_coco.main(_mini_args(tmp_path, "--output_df", str(tmp_path / "df.json"))) == 0
     dic = json.loads((tmp_path / "dic.json").read_text())
@@ -71,6 +81,7 @@ def test_df_table_equals_misc_cider_on_coco_mini(tmp_path):
     written = json.loads((tmp_path / "df.json").read_text())
     assert written == document_frequency_plain([[" ".join(c) for c in caps] for caps in train])
     assert len(written["df"]) > 5000
+    _check_df(train)                                        # the table prepro wrote, against pycocoevalcap
     _check_df([caps for caps in cap])                       # all 159 images, val and test too
 
 
@@ -81,7 +92,7 @@ def test_df_table_equals_misc_cider_on_the_world(world_dir):
 
 
 # -- NOC split files --------------------------------------------------------------------------------
-@needs_mini
+@needs_coco_mini
 def test_dcc_style_split_without_held_out_list_gives_its_classes(tmp_path):
     split = tmp_path / "split_noc.json"
     assert prepro_dic_coco.main(_mini_args(tmp_path, "--split", "noc", "--split_file", str(split),
@@ -101,7 +112,7 @@ def test_dcc_style_split_without_held_out_list_gives_its_classes(tmp_path):
     assert json.loads((tmp_path / "dic.json").read_text())["held_out"] == ["pizza"]
 
 
-@needs_mini
+@needs_coco_mini
 def test_noc_split_without_held_out_classes_is_an_error(tmp_path, capsys):
     images = prepro_dic_coco.images_from_coco_captions(
         [str(ANN / "captions_train2017.json"), str(ANN / "captions_val2017.json")], quiet=True)
@@ -198,7 +209,7 @@ def test_detection_json_rows_are_validated():
     np.testing.assert_allclose(table[1], [[1, 2, 30, 40, 2, 0.9], [1, 2, 100, 40, 1, 0.5]])
 
 
-@needs_mini
+@needs_coco_mini
 def test_prepro_det_writes_the_dics_image_ids(tmp_path):
     assert prepro_dic_coco.main(_mini_args(tmp_path)) == 0
     assert prepro_det.main(["--input_dic", str(tmp_path / "dic.json"), "--class_name_file", str(CLASSES),

@@ -3,7 +3,7 @@ COCO captions / instances with non-contiguous category ids and no `attributes`, 
 with two-word names and irregular plurals, a DCC-style NOC split file without a held-out list, a
 robust split file and a Karpathy file in the original formats, and a detector whose scores are low.
 
-One small run (150 images, one epoch, a tiny model) goes through the project's commands exactly as
+One small run (80 images, one epoch, a tiny model) goes through the project's commands exactly as
 a user types them (prepro -> detections -> train + evaluate -> CBS novel); the tests then check
 format-level facts of what it wrote. The full-budget run with scores is
 benchmarks/independent_e2e.py.
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from independent_data import (BY_NAME, CLASS_FILE_ORDER, HELD_OUT, pipeline, plural_table, prepro_paths,
-                              write_config, write_dataset)
+from independent_data import (BY_NAME, CLASS_FILE_ORDER, HELD_OUT, noc_f1, pipeline, plural_table, prepro_paths,
+                              tokens_of, write_config, write_dataset)
 
 RUN = "indep_ci"
 TINY = ["--att_feat_size", "32", "--fc_feat_size", "32", "--rnn_size", "48", "--input_encoding_size", "24",
@@ -35,7 +35,7 @@ TINY = ["--att_feat_size", "32", "--fc_feat_size", "32", "--rnn_size", "48", "--
 def indep(tmp_path_factory):
     """Data, config and the four commands' outcomes: {step: CompletedProcess}."""
     data = tmp_path_factory.mktemp("indep")
-    write_dataset(data, n_images=150, seed=5)
+    write_dataset(data, n_images=80, seed=5)
     write_config(data, ROOT / "cfgs" / "noc_world.yml", run_id=RUN)
     done = {}
     for step, cmd in pipeline(data, ROOT, sys.executable, RUN, TINY):
@@ -78,7 +78,7 @@ def test_the_whole_path_runs_and_writes_its_files(indep):
         res = _result(data, name)
         assert len(res["imgToEval"]) == n_test
         assert all(isinstance(x["caption"], str) for x in res["imgToEval"])
-        assert res["overall"]["CIDEr"] is not None
+        assert res["overall"]["CIDEr"] == pytest.approx(cider_by_hand(data, res), abs=1e-6)
     assert _result(data, f"{RUN}_cbs")["config"]["cbs"] is True
     assert "CIDEr" in done["cbs"].stdout
 
@@ -93,10 +93,30 @@ def test_split_without_held_out_list_holds_out_the_two_unmentioned_classes(indep
     assert sorted(dic["held_out"]) == sorted(HELD_OUT)
 
 
+def cider_by_hand(data, res) -> float:
+    """pycocoevalcap's CIDEr-D of a results file against the generator's own captions (truth.json,
+    tokenised by independent_data.tokens_of), not the project's references or metrics code."""
+    from pycocoevalcap.cider.cider import Cider
+    truth = {im["id"]: im for im in _read(data / "truth.json")["images"]}
+    preds = {p["image_id"]: p["caption"] for p in res["imgToEval"]}
+    refs = {i: [" ".join(tokens_of(c)) for c in truth[i]["captions"]] for i in preds}
+    return Cider().compute_score(refs, {i: [" ".join(tokens_of(c))] for i, c in preds.items()})[0]
+
+
 def test_cbs_results_report_noc_f1_of_the_held_out_classes(indep):
+    """The project's NOC F1 per held-out class = DCC's, computed by independent_data.noc_f1 from the
+    generator's truth (its own mention words and captions)."""
     data = _ok(indep, "cbs")
     res = _result(data, f"{RUN}_cbs")
     assert sorted(res["noc"]["per_class"]) == sorted(HELD_OUT)
+    truth = {im["id"]: im for im in _read(data / "truth.json")["images"]}
+    preds = {p["image_id"]: p["caption"] for p in res["imgToEval"]}
+    for name in HELD_OUT:
+        want = noc_f1(preds, truth, name)
+        got = res["noc"]["per_class"][name]
+        assert (got["f1"], got["precision"], got["recall"]) == pytest.approx(
+            (want["f1"], want["precision"], want["recall"])), name
+    assert any(noc_f1(preds, truth, n)["f1"] > 0 for n in HELD_OUT)      # CBS novel names the novel objects
 
 
 def test_category_ids_map_to_class_lines_by_name_not_by_id(indep):
@@ -182,12 +202,11 @@ def test_only_real_plurals_are_plural_visual_words(indep):
 def test_grounding_boxes_are_in_the_images_pixels(indep):
     """A grounded word points at a proposal: its box must be that proposal's box in the image's
     own pixels (the images here are 96-160 px, never the 64 px crop)."""
-    data = _ok(indep, "train")
+    data = _ok(indep, "cbs")
     dets = {e["image_id"]: e for e in _read(data / "detections_indep.json")}
-    res = _result(data, RUN)
     crop = 64
     in_image = in_crop = total = 0
-    for p in res["imgToEval"]:
+    for p in [p for run in (RUN, f"{RUN}_cbs") for p in _result(data, run)["imgToEval"]]:   # greedy, and CBS
         e = dets[p["image_id"]]
         boxes = np.array([d["bbox_xyxy"] for d in e["detections"]], np.float64).reshape(-1, 4)
         scale = np.array([crop / e["width"], crop / e["height"]] * 2)
@@ -196,7 +215,7 @@ def test_grounding_boxes_are_in_the_images_pixels(indep):
             in_image += bool(len(boxes) and np.abs(boxes - g["box"]).max(1).min() < 0.02)
             in_crop += bool(len(boxes) and np.abs(boxes * scale - g["box"]).max(1).min() < 0.02)
     assert total > 0
-    assert in_image == total
+    assert in_image == total and in_crop == 0
 
 
 def test_karpathy_file_and_robust_split_file_are_read(indep, tmp_path):

@@ -18,13 +18,12 @@ import pytest
 import torch
 
 import py2pickle
-from conftest import COCO_MINI, ROOT, world_options
+from conftest import COCO_MINI, ROOT, needs_coco_mini, world_options
 from nbt.misc.config import ConfigError, build_options
 from nbt.misc.io import DataError
 
 ORIGINAL_CFGS = Path(__file__).parent / "fixtures" / "original_nbt" / "cfgs"
 CLASSES = ROOT / "data" / "coco" / "coco_class_name.txt"
-needs_mini = pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
 
 
 def run_in(cwd, *args, timeout=600):
@@ -115,7 +114,7 @@ SMALL = ["--cnn_backend", "tiny", "--pretrained_cnn", "False", "--att_feat_size"
          "--max_iters", "1", "--eval_split", "", "--cuda", "False"]
 
 
-@needs_mini
+@needs_coco_mini
 def test_the_originals_cfg_trains_on_coco_mini_into_its_checkpoint_path(newcomer):
     """The original's normal_coco_res101.yml, as shipped, on the original's data layout (coco-mini
     made by prepro from COCO 2017 captions, so its dic records the 2017 instances): no class-name
@@ -133,7 +132,7 @@ def test_the_originals_cfg_trains_on_coco_mini_into_its_checkpoint_path(newcomer
     assert not (newcomer / "save" / "normal_coco_1024_adam" / "normal_coco_res101").exists()
 
 
-@needs_mini
+@needs_coco_mini
 def test_an_explicit_instances_option_wins_over_the_dics_record(newcomer):
     dic = str(newcomer / "data" / "coco" / "dic_coco.json")
     opt = build_options(["--path_opt", str(ORIGINAL_CFGS / "normal_coco_res101.yml"), "--input_dic", dic,
@@ -144,7 +143,7 @@ def test_an_explicit_instances_option_wins_over_the_dics_record(newcomer):
     assert build_options(["--path_opt", str(cfg)]).instances_json == ["c.json"]
 
 
-@needs_mini
+@needs_coco_mini
 def test_the_coco_mini_cpu_config_runs_one_iteration(newcomer):
     r = run_in(newcomer, ROOT / "main.py", "--path_opt", ROOT / "cfgs" / "coco_mini_cpu.yml", "--max_iters", "1",
                "--eval_split", "", "--num_workers", "0")
@@ -153,7 +152,7 @@ def test_the_coco_mini_cpu_config_runs_one_iteration(newcomer):
     assert ckpt["iteration"] == 1 and ckpt["config"]["instances_json"][0].endswith("instances_train2017.json")
 
 
-@needs_mini
+@needs_coco_mini
 def test_prepro_says_what_to_do_when_captions_would_be_mostly_unk(tmp_path, capsys):
     from nbt.prepro import prepro_dic_coco
     ann = COCO_MINI / "annotations"
@@ -392,7 +391,7 @@ def test_att2in2_trains_one_iteration_and_grounds_at_evaluation(world_dir, tmp_p
     assert CaptionDataset(DataBundle.load(opt), "train", train=True).visual_slots      # trained with its slots
 
 
-@needs_mini
+@needs_coco_mini
 def test_prepro_det_imports_the_originals_detection_json(tmp_path):
     """Per image {image_id, num_boxes, detection: [{location x1 y1 x2 y2, label 1..C, score}]} (its
     prepro_det.py copied location and label into the h5, whose loader read the first num_boxes):

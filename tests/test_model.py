@@ -278,15 +278,69 @@ def test_dropping_hopeless_beams_changes_nothing(cbs):
         assert (x.tokens, x.plural, x.fine) == (y.tokens, y.plural, y.fine) and abs(x.score - y.score) < 1e-5
 
 
+def walk(dec, f, b: int, choose, tokens=None, max_len: int = 12):
+    """Image b decoded one step at a time by the decoder's step() alone: at each step the token
+    `choose(logp)` picks (or the next of `tokens`), a pointer masks its region and feeds its class
+    (V + class) -> (tokens without EOS, summed log-probability, EOS included)."""
+    fb = f.rows(torch.tensor([b]))
+    state, tok = dec.init_state(fb), torch.zeros(1, dtype=torch.long)
+    pointed = torch.zeros(1, fb.num_regions, dtype=torch.bool)
+    out, score = [], 0.0
+    for t in range(max_len):
+        with torch.no_grad():
+            w, r, state = dec.step(tok, fb, state, pointed)
+        logp = torch.cat([w, r], -1)[0]
+        nxt = choose(logp) if tokens is None else (tokens + [0])[t]
+        score += float(logp[nxt])
+        if nxt == 0:
+            break
+        out.append(nxt)
+        if nxt >= V:
+            pointed[0, nxt - V] = True
+            tok = torch.tensor([V + int(fb.region_cls[0, nxt - V])])
+        else:
+            tok = torch.tensor([nxt])
+    return out, score
+
+
+def eos_reachable(dec):
+    """Pointing attractive (word biases -5) and EOS likely enough that captions end in a few steps."""
+    with torch.no_grad():
+        dec.logit.bias.fill_(-5.0)
+        dec.logit.bias[0] = 1.0
+    return dec
+
+
+def test_greedy_is_the_argmax_at_every_step():
+    dec = eos_reachable(tiny_decoder())
+    f, _, _ = features(dec, B=4)
+    for b, d in enumerate(greedy(dec, f, max_len=12)):
+        tokens, score = walk(dec, f, b, lambda lp: int(lp.argmax()))
+        assert d.tokens == tokens and d.score == pytest.approx(score, abs=1e-4)
+    assert any(t >= V for d in greedy(dec, f, max_len=12) for t in d.tokens)       # pointers among them
+
+
 def test_no_region_pointed_twice_and_beam_not_worse():
     dec = tiny_decoder()
     with torch.no_grad():                                      # make pointing attractive
         dec.logit.bias.fill_(-5.0)
     f, _, _ = features(dec, B=3)
-    for K in (1, 3):
-        for d in beam_search(dec, f, beam_size=K, max_len=12):
+    for decoded in (greedy(dec, f, max_len=12), *(beam_search(dec, f, beam_size=K, max_len=12) for K in (1, 3))):
+        for d in decoded:
             regions = [t - V for t in d.tokens if t >= V]
             assert regions and len(regions) == len(set(regions))
+    # captions that end: a beam of 3 finds captions at least as likely as greedy's, better for some,
+    # and the score it reports is its caption's log-probability
+    dec = eos_reachable(dec)
+    f, _, _ = features(dec, B=4)
+    g = greedy(dec, f, max_len=12)
+    beam = beam_search(dec, f, beam_size=3, max_len=12)
+    one = beam_search(dec, f, beam_size=1, max_len=12)
+    assert [d.score for d in one] == pytest.approx([d.score for d in g], abs=1e-4)
+    for b, (x, y) in enumerate(zip(beam, g)):
+        assert x.score >= y.score - 1e-5
+        assert x.score == pytest.approx(walk(dec, f, b, None, tokens=x.tokens)[1], abs=1e-4)
+    assert sum(x.score > y.score + 0.1 for x, y in zip(beam, g)) >= 2
 
 
 def test_cbs_satisfies_constraints_and_leaves_inputs_alone():
@@ -317,6 +371,28 @@ def test_cbs_modes_and_missing_constraints():
     # a detection scoring exactly the threshold is kept; one below it is not
     assert select_constraints(props, mask, n_constraints=3, mode="unique", score_thresh=0.3).tolist() == [[0, 2, 3]]
     assert select_constraints(props, mask, n_constraints=3, mode="unique", score_thresh=0.31).tolist() == [[0, 2, -1]]
+
+
+def test_cbs_constraints_follow_scores_not_row_order_and_skip_padding():
+    """Detections in no particular order (as an h5 from another tool may hold them), a padded row
+    scoring highest, two images at once."""
+    props = torch.tensor([[[0, 0, 5, 5, 2, 0.6], [0, 0, 6, 6, 1, 0.95], [1, 1, 9, 9, 1, 0.9],
+                           [2, 2, 8, 8, 3, 0.85], [3, 3, 7, 7, 1, 0.7], [4, 4, 9, 9, 2, 0.2]],
+                          [[0, 0, 5, 5, 3, 0.3], [0, 0, 6, 6, 4, 0.99], [1, 1, 9, 9, 4, 0.4],
+                           [2, 2, 8, 8, 1, 0.1], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]])
+    mask = torch.tensor([[True, False, True, True, True, True], [True, True, True, True, False, False]])
+    before = props.clone()
+
+    def pick(n, mode, thresh, novel=None):
+        return select_constraints(props, mask, n_constraints=n, mode=mode, score_thresh=thresh,
+                                  novel_classes=novel).tolist()
+    assert pick(3, "all", 0.0) == [[2, 3, 4], [1, 2, 0]]
+    assert pick(3, "unique", 0.5) == [[2, 3, 0], [1, -1, -1]]
+    assert pick(3, "unique", 0.65) == [[2, 3, -1], [1, -1, -1]]
+    assert pick(3, "unique", 0.05) == [[2, 3, 0], [1, 0, 3]]
+    assert pick(2, "novel", 0.5, [2, 1]) == [[2, 0], [-1, -1]]
+    assert pick(2, "novel", 0.05, [1, 3]) == [[2, 3], [0, 3]]
+    assert torch.equal(props, before)
 
 
 def test_cbs_unsatisfiable_returns_best_partial_with_warning():

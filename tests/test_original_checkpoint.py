@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import COCO_MINI, ROOT
+from conftest import COCO_MINI, ROOT, needs_coco_mini, require_module
 from nbt.misc.captioner import build_captioner
 from nbt.misc.checkpoint import checkpoint_vocabulary, load_checkpoint
 from nbt.misc.config import options_from_dict
@@ -282,7 +282,7 @@ def test_the_api_captions_the_fixture_images_as_the_original(ckpt, expected, cap
     assert any(r.grounding for r in results)
 
 
-@pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
+@needs_coco_mini
 def test_demo_captions_coco_mini_photos_with_the_original_model_and_draws_the_boxes(tmp_path, capsys):
     from nbt import demo
     photos = sorted((COCO_MINI / "val2017-unlabeled").glob("*.jpg"))[:2]
@@ -324,7 +324,7 @@ class FixedDetector:
 
 
 def test_the_web_page_captions_with_the_original_model(ckpt, expected):
-    pytest.importorskip("gradio", reason='the web page needs Gradio: pip install -e ".[web]"')
+    require_module("gradio")
     from nbt.misc.api import NBTCaptioner
     from nbt.tools import web_demo
     cap = NBTCaptioner.from_pretrained(FIXTURE)

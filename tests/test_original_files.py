@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import COCO_MINI, ROOT
+from conftest import COCO_MINI, ROOT, needs_coco_mini
 from nbt.misc.config import options_from_dict
 from nbt.misc.io import DataError
 from nbt.misc.vocab import ClassNames
@@ -16,7 +16,6 @@ from nbt.prepro import prepro_det, prepro_dic_coco
 FIX = ROOT / "tests" / "fixtures" / "original_nbt"
 CLASSES = FIX / "coco_class_name.txt"
 ANN = COCO_MINI / "annotations"
-needs_mini = pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
 DCC_EIGHT = ["bottle", "bus", "couch", "microwave", "pizza", "tennis racket", "suitcase", "zebra"]
 
 
@@ -36,7 +35,7 @@ def _ids(entries):
 
 
 # -- split files ------------------------------------------------------------------------------------
-@needs_mini
+@needs_coco_mini
 def test_originals_robust_split_file_puts_each_image_where_it_says(tmp_path):
     split = _read(FIX / "split_robust_coco.json")
     assert isinstance(split["train_id"][0], dict)                  # the original's {"img_id": N} entries
@@ -46,7 +45,7 @@ def test_originals_robust_split_file_puts_each_image_where_it_says(tmp_path):
     assert len(got) == 159 and got == want
 
 
-@needs_mini
+@needs_coco_mini
 def test_originals_noc_split_file_holds_out_dccs_eight_and_merges_the_train_halves(tmp_path, capsys):
     split = _read(FIX / "split_noc_coco.json")
     assert "held_out" not in split and set(split["val"]) <= set(split["val_train"])
@@ -63,7 +62,7 @@ def test_originals_noc_split_file_holds_out_dccs_eight_and_merges_the_train_halv
     assert got == want and sum(s == "rest" for s in got.values()) == 5
 
 
-@needs_mini
+@needs_coco_mini
 def test_another_dcc_style_file_counts_only_train_captions_as_seen(tmp_path, capsys):
     """The original's file less one novel id in val_train is no longer the original's: its held-out
     classes are inferred, and val_train / test_train captions, which hold the novel images in the
@@ -178,7 +177,7 @@ def _dcc_f1_by_hand(preds: dict[int, str], refs: dict[int, list[str]], words: se
     return 0.0 if not tp else 2 * tp / (2 * tp + fp + fn)
 
 
-@needs_mini
+@needs_coco_mini
 def test_coco_mini_with_the_originals_files_end_to_end(tmp_path, monkeypatch):
     from nbt.misc.session import inference, train
     monkeypatch.chdir(tmp_path)                                     # eval_results/ goes here

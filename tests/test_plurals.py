@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from conftest import COCO_MINI, ROOT
+from conftest import COCO_MINI, ROOT, needs_coco_mini
 from nbt.misc.plurals import number_from_context, plurals
 from nbt.misc.vocab import ClassNames, VisualWordMatcher, Vocabulary, plural_forms, word_to_lemma
 
@@ -176,7 +176,7 @@ COCO_MINI_TEXT = {"skiing", "tied", "bedding", "bearing", "lighting", "lit", "sk
                   "snowboarding", "skies", "bearded", "catcher", "busy", "bushes", "batter"}
 
 
-@pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco-mini not present")
+@needs_coco_mini
 def test_every_coco_mini_caption_against_the_table():
     from nbt.prepro.prepro_dic_coco import tokenize
     caps = [tokenize(a["caption"]) for f in ("captions_train2017.json", "captions_val2017.json")

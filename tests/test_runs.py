@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, world_options
 from nbt.misc.checkpoint import load_checkpoint
 from nbt.misc.io import DataError
-from test_train import cli, run_main
+from test_train import assert_same_run, cli, resumable_options, run_main
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +107,9 @@ def _until_line(proc, needle, timeout=300):
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_writes_a_resumable_checkpoint_and_resume_is_bit_identical(world_dir, sig, code):
+def test_signal_writes_a_resumable_checkpoint_and_resume_is_bit_identical(world_dir, reference_run, sig, code):
     name = sig.name.lower()
-    base = world_options(world_dir, max_epochs=2, eval_split="", num_workers=1, disp_interval=1, train_max_images=64)
-    full = run_main(cli(base, id=f"full_{name}"))
-    out, _ = full.communicate(timeout=600)
-    assert full.returncode == 0, out
+    base = resumable_options(world_dir)
     stopped = run_main(cli(base, id=f"stopped_{name}"))
     _until_line(stopped, "iter 3 ")
     stopped.send_signal(sig)
@@ -124,11 +121,7 @@ def test_signal_writes_a_resumable_checkpoint_and_resume_is_bit_identical(world_
     resumed = run_main(cli(base, start_from=str(world_dir / "save" / f"stopped_{name}")))
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
-    a = load_checkpoint(world_dir / "save" / f"full_{name}" / "model.pth")
-    b = load_checkpoint(world_dir / "save" / f"stopped_{name}" / "model.pth")
-    assert a["iteration"] == b["iteration"] == 16
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert_same_run(reference_run, world_dir / "save" / f"stopped_{name}", rng=False)
 
 
 def test_progress_lines_reach_a_log_file_with_speed_and_time_left(world_dir, tmp_path):

@@ -66,12 +66,59 @@ def test_glove_vectors_and_noc_embedding_copy(world_dir, tmp_path):
     assert torch.equal(word[model.decoder.vocab_size + hexagon], word[model.decoder.vocab_size + 1])
 
 
-def test_scheduled_sampling_trains(world_dir):
+def test_scheduled_sampling_probability_follows_the_schedule(world_dir):
+    """0 before scheduled_sampling_start, then + increase_prob every increase_every epochs, capped."""
+    from nbt.misc.trainer import ss_prob
+    opt = world_options(world_dir, scheduled_sampling_start=2, scheduled_sampling_increase_every=3,
+                        scheduled_sampling_increase_prob=0.1, scheduled_sampling_max_prob=0.25)
+    assert [ss_prob(opt, e) for e in range(12)] == pytest.approx(
+        [0, 0, 0, 0, 0, 0.1, 0.1, 0.1, 0.2, 0.2, 0.2, 0.25])
+    assert ss_prob(world_options(world_dir), 50) == 0                 # off by default (start -1)
+
+
+def test_scheduled_sampling_at_one_feeds_the_models_own_predictions():
+    """ss_prob = 1: every input after BOS is the model's previous argmax, so two captions of the
+    same length give the same outputs; ss_prob = 0 feeds the captions themselves."""
+    from nbt.misc.model import NBTDecoder
+    torch.manual_seed(0)
+    dec = NBTDecoder(vocab_size=30, num_classes=4, fine_class=[1, 1, 2, 2, 3, 3, 4, 4], feat_dim=8, rnn_size=16,
+                     input_encoding_size=8, att_hid_size=8, class_emb_size=4, loc_emb_size=4, drop_prob=0.0,
+                     stride=8, image_size=64).train()
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(2, 5, 2, generator=g) * 40
+    props = torch.cat([xy, xy + 10, torch.randint(1, 5, (2, 5, 1), generator=g).float(), torch.rand(2, 5, 1)], -1)
+    f = dec.encode(torch.randn(2, 8, 8, 8, generator=g), props, torch.ones(2, 5, dtype=torch.bool))
+    a = torch.tensor([[[5, 6, 7, 8, 0]], [[9, 4, 4, 0, 0]]])
+    b = torch.tensor([[[5, 11, 12, 13, 0]], [[9, 20, 21, 0, 0]]])          # the same lengths
+    outs = {}
+    for prob in (0.0, 1.0):
+        for name, words in (("a", a), ("b", b)):
+            batch = {"words": words, "vis_cls": torch.zeros_like(words)}
+            outs[prob, name] = dec(f, batch, ss_prob=prob)["word_logp"]
+    assert torch.allclose(outs[1.0, "a"], outs[1.0, "b"])
+    assert not torch.allclose(outs[0.0, "a"][:, 2:], outs[0.0, "b"][:, 2:])
+    assert torch.allclose(outs[0.0, "a"][:, :1], outs[1.0, "a"][:, :1])    # the BOS step: fed alike
+    assert not torch.allclose(outs[0.0, "a"][:, 1:], outs[1.0, "a"][:, 1:])
+
+
+def test_training_samples_with_the_scheduled_probability(world_dir, monkeypatch):
+    """The schedule reaches the decoder: 2 steps of epoch 0 feed the captions, the 2 of epoch 1
+    replace inputs by the model's own predictions with probability 0.25."""
+    from nbt.misc.captioner import Captioner
+    from nbt.misc.decoder_base import CaptionDecoder
     from nbt.misc.session import train
+    steps, sampled = [], []
+    forward, sample = Captioner.forward, CaptionDecoder._scheduled_sample
+    monkeypatch.setattr(Captioner, "forward", lambda self, batch, ss_prob=0.0, scst=None: (
+        steps.append(ss_prob), forward(self, batch, ss_prob, scst))[1])
+    monkeypatch.setattr(CaptionDecoder, "_scheduled_sample", lambda self, tok, w, r, f, prob: (
+        sampled.append(prob), sample(self, tok, w, r, f, prob))[1])
     run = train(world_options(world_dir, id="ss", scheduled_sampling_start=0, scheduled_sampling_increase_every=1,
                               scheduled_sampling_increase_prob=0.25, max_epochs=2, eval_split="",
-                              train_max_images=24))
+                              train_max_images=16))
     assert len(run["state"]["history"]) == 2
+    assert steps == [0.0, 0.0, 0.25, 0.25]
+    assert sampled and set(sampled) == {0.25}
 
 
 def test_gradient_accumulation_equals_one_big_batch(world_dir):
@@ -110,4 +157,12 @@ def test_robust_and_noc_regeneration_match_the_world_generator(world_dir, tmp_pa
             "--output_cap", str(tmp_path / "c.json")]) == 0
         ours = json.loads(out.read_text())
         generated = json.loads((world_dir / f"split_{scheme}_world.json").read_text())
-        assert ours == generated
+        assert ours == generated                  # (test_world checks those files against the generator's truth)
+        # each image lands in the split its split file names (read here from the file, not from prepro/splits.py)
+        if scheme == "robust":
+            want = {int(i): s for s in ("train", "val", "test") for i in ours[f"{s}_id"]}
+        else:
+            want = {int(i): s for s, parts in (("train", ["train"]), ("val", ["val", "val_train"]),
+                                               ("test", ["test", "test_train"])) for part in parts for i in ours[part]}
+        dic = json.loads((tmp_path / "d.json").read_text())
+        assert {im["id"]: im["split"] for im in dic["images"]} == want

@@ -38,6 +38,7 @@ def test_overfit_twenty_images(world_dir):
     with the visual words grounded in the right boxes."""
     from nbt.misc.dataset import CaptionDataset, DataBundle, collate
     from nbt.misc.losses import combine
+    from nbt.misc.inference import Decoding, decode_batch, inference_mode
     from nbt.misc.trainer import batch_counts, evaluate
     from nbt.misc.builders import build_model, build_optimizer
     opt = world_options(world_dir, seq_per_img=1, rnn_size=128, input_encoding_size=64, att_hid_size=64,
@@ -52,15 +53,23 @@ def test_overfit_twenty_images(world_dir):
     model = build_model(opt, bundle, torch.device("cpu")).train()
     optimizer = build_optimizer(opt, model)
     counts = batch_counts(batch, opt.seq_length)
-    curve = []
-    for step in range(300):
+    decoding = Decoding.from_options(opt, [])
+    curve, exact = [], 0
+    for step in range(300):                          # until it has learned them (300 steps at most)
         optimizer.zero_grad()
         loss = combine(model(batch), (1, 1, 1, 1), *counts)
         loss["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
         optimizer.step()
         curve.append(float(loss["loss"].detach()))
-    print(f"\noverfit loss curve (every 30 steps): {[round(l, 3) for l in curve[::30]]} -> {curve[-1]:.4f}")
+        if curve[-1] < 0.05 * curve[0] and step % 10 == 9:       # then read its greedy captions every 10 steps
+            with inference_mode(model):
+                said = decode_batch(model, batch, decoding, bundle.vocab, device=torch.device("cpu"))
+            exact = sum(c.text in result_refs(bundle, i) for c, i in zip(said, batch["image_ids"]))
+            if exact >= 18:
+                break
+    print(f"\noverfit loss curve (every 30 steps): {[round(l, 3) for l in curve[::30]]} -> {curve[-1]:.4f} "
+          f"after {len(curve)} steps")
     assert curve[-1] < 0.05 * curve[0]
     result = evaluate(model, bundle, opt, torch.device("cpu"), "train", meteor=False, max_images=20, progress=False)
     exact = sum(p["caption"] in result_refs(bundle, p["image_id"]) for p in result["predictions"])
@@ -78,11 +87,25 @@ def result_refs(bundle, image_id):
     return {" ".join(c) for c in bundle.captions[row]}
 
 
-def test_sigkill_and_resume_is_bit_identical(world_dir):
-    base = world_options(world_dir, max_epochs=2, save_every_iters=4, eval_split="", num_workers=0)
-    full = run_main(cli(base, id="full"))
-    out, _ = full.communicate(timeout=600)
-    assert full.returncode == 0, out
+def resumable_options(world_dir, **kw):
+    """The runs that are interrupted and resumed, and the one uninterrupted run they are compared
+    with (conftest's reference_run): 2 epochs of 64 images, 16 iterations, a checkpoint every 4,
+    a progress line every iteration."""
+    return world_options(world_dir, max_epochs=2, eval_split="", num_workers=1, disp_interval=1,
+                         train_max_images=64, save_every_iters=4, **kw)
+
+
+def assert_same_run(reference, resumed, *, rng: bool = True):
+    a, b = load_checkpoint(reference / "model.pth"), load_checkpoint(resumed / "model.pth")
+    assert a["iteration"] == b["iteration"] == 16
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    if rng:
+        assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_sigkill_and_resume_is_bit_identical(world_dir, reference_run):
+    base = resumable_options(world_dir)
     killed = run_main(cli(base, id="killed"))
     ckpt = world_dir / "save" / "killed" / "model.pth"
     deadline = time.time() + 300
@@ -96,16 +119,11 @@ def test_sigkill_and_resume_is_bit_identical(world_dir):
     resumed = run_main(cli(base, id="killed", start_from=str(ckpt)))
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out
-    a = load_checkpoint(world_dir / "save" / "full" / "model.pth")
-    b = load_checkpoint(world_dir / "save" / "killed" / "model.pth")
-    assert a["iteration"] == b["iteration"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert_same_run(reference_run, world_dir / "save" / "killed")
 
 
 def test_mcan_style_resume_by_id_and_epoch(world_dir):
-    opt = world_options(world_dir, max_epochs=1, id="mcan", eval_split="")
+    opt = world_options(world_dir, max_epochs=1, id="mcan", eval_split="", train_max_images=16)
     p = run_main(cli(opt))
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 0, out

@@ -1,13 +1,13 @@
 """The running web page: `python tools/web_demo.py` in a subprocess on a free port, driven through
 Gradio's API (gradio_client, raw HTTP) and in headless Chromium (Debian's chromium + chromium-driver,
-installed by `make browser`). The server's memory is read from /proc/<pid>/status."""
+installed by `make browser`). The server's memory is read from /proc/<pid>/status. The README's
+screenshot is not taken here: `make screenshot` (tools/web_screenshot.py) takes it from a trained run."""
 import contextlib
-import os
 import shutil
+import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -18,19 +18,20 @@ import httpx
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, require_chromium, require_module
 
-pytest.importorskip("gradio", reason='the web page needs Gradio: pip install -e ".[web]"')
+require_module("gradio")
+require_module("selenium")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from nbt.misc.api import NBTCaptioner  # noqa: E402
 from test_web_demo import bomb_png  # noqa: E402
+from nbt.tools import web_screenshot  # noqa: E402
 from nbt.tools.web_demo import example_images  # noqa: E402
+from nbt.tools.web_screenshot import OFFLINE, caption_text, open_page, upload_and_wait  # noqa: E402
 
 MAX_UPLOAD_MB = 2
-OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "SE_AVOID_STATS": "true", "SE_OFFLINE": "true"}
 
 
 @dataclass
@@ -179,35 +180,7 @@ def test_an_upload_without_a_valid_length_is_refused(server):
 
 
 def chromium():
-    browser, driver = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    if not (browser and driver):
-        pytest.skip("Chromium is not installed (make browser: apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1280,1100", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
-        options.add_argument(arg)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
-def keep_screenshot(new: Path, docs: Path) -> None:
-    """The README's screenshot: replaced when the page looks different (a label's text changes
-    hundreds of pixels by over 24 levels), not for the faint line of a fading progress bar (a few
-    levels), so that a test run leaves git clean."""
-    from PIL import Image, ImageChops
-    shot = Image.open(new).convert("RGB")
-    assert shot.width >= 1000 and len(shot.getcolors(1 << 20) or range(1 << 20)) > 100      # not blank
-    if docs.is_file():
-        old = Image.open(docs).convert("RGB")
-        if old.size == shot.size:
-            changed = ImageChops.difference(old, shot).convert("L").point(lambda v: 255 if v > 24 else 0)
-            if changed.histogram()[255] <= 50:
-                return
-    docs.parent.mkdir(exist_ok=True)
-    shutil.copyfile(new, docs)
+    return web_screenshot.chromium(*require_chromium())
 
 
 def test_in_chromium_an_upload_and_an_example_are_captioned_and_a_text_file_gets_a_message(server, world_run, tmp_path):
@@ -219,29 +192,19 @@ def test_in_chromium_an_upload_and_an_example_are_captioned_and_a_text_file_gets
     assert tagged != example_tagged
     browser = chromium()
     try:
-        def open_page():
-            browser.get(server.url)
-            return WebDriverWait(browser, 60).until(lambda b: b.find_element(By.CSS_SELECTOR, "input[type=file]"))
-
-        def caption_text(b):
-            return "".join(e.get_attribute("textContent") for e in b.find_elements(By.CSS_SELECTOR, "#caption .text"))
-        open_page().send_keys(image)                  # as a drop or a click on the upload area does
-        WebDriverWait(browser, 120).until(lambda b: caption_text(b) == tagged)
+        upload_and_wait(browser, server.url, image, expect=tagged)   # as a drop or a click on the upload area does
         img = browser.find_element(By.CSS_SELECTOR, "#picture img")
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 480
         assert browser.find_elements(By.CSS_SELECTOR, "#caption .highlighted")         # visual words coloured
-        WebDriverWait(browser, 30).until(lambda b: all(
-            "hide" in e.get_attribute("class") for e in b.find_elements(By.CSS_SELECTOR, "[data-testid=status-tracker]")))
-        time.sleep(1.0)                                                                 # let the fades finish
         assert browser.save_screenshot(str(tmp_path / "page.png"))
-        keep_screenshot(tmp_path / "page.png", ROOT / "docs" / "web_demo.png")
+        assert web_screenshot.looks_like_a_page(tmp_path / "page.png")      # (make screenshot takes the README's)
 
         browser.find_element(By.XPATH, f"//button[contains(@class, 'gallery-item')][.//img[contains(@src, "
                                        f"'{Path(example).name}')]]").click()           # an example
         WebDriverWait(browser, 120).until(lambda b: caption_text(b) == example_tagged)
 
         (tmp_path / "notes.png").write_text("not a picture\n")
-        open_page().send_keys(str(tmp_path / "notes.png"))
+        open_page(browser, server.url).send_keys(str(tmp_path / "notes.png"))
         def toasts(b):
             return " ".join(e.get_attribute("textContent") for e in b.find_elements(By.CSS_SELECTOR, "[data-testid=toast-text]"))
         WebDriverWait(browser, 60).until(lambda b: toasts(b).strip())

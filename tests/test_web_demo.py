@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from conftest import ROOT
+from conftest import ROOT, require_module
 
-gr = pytest.importorskip("gradio", reason='the web page needs Gradio: pip install -e ".[web]"')
+gr = require_module("gradio")
 
 from nbt.misc.api import NBTCaptioner  # noqa: E402
 from nbt.tools import web_demo  # noqa: E402

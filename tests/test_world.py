@@ -4,10 +4,19 @@ import json
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 from pycocotools.coco import COCO
 
 from nbt.misc.vocab import ClassNames, VisualWordMatcher
-from nbt.prepro.world import WorldConfig, generate
+from nbt.prepro.world import CATEGORIES, WorldConfig, generate
+from nbt.prepro.world_grammar import plural
+
+
+def generator_mentions(tokens: list[str]) -> set[str]:
+    """The categories a caption names, by the generator's own word lists (category, its two kinds,
+    their plurals): the truth the project's matcher is checked against."""
+    words = {w: cat for cat, kinds in CATEGORIES.items() for k in (cat, *kinds) for w in (k, plural(k))}
+    return {words[t] for t in tokens if t in words}
 
 
 def test_files_read_back_in_real_formats(world_dir):
@@ -61,12 +70,20 @@ def test_noc_held_out_absent_from_training_but_detected(world_dir):
     caps = json.loads((world_dir / "noc" / "cap_world.json").read_text())
     classes = ClassNames.read(world_dir / "world_class_name.txt")
     held = [classes.names.index(n) + 1 for n in noc["held_out"]]
+    assert sorted(noc["held_out"]) == ["heart", "hexagon"]                    # WorldConfig's default
     matcher = VisualWordMatcher(classes)
     train_rows = [i for i, im in enumerate(dic["images"]) if im["split"] == "train"]
     for i in train_rows:
+        assert not any(generator_mentions(c) & set(noc["held_out"]) for c in caps[i])
         assert not matcher.mentioned_classes(caps[i]) & set(held)
     assert not {w for n in noc["held_out"] for w in classes.words[classes.names.index(n)]} & \
         set(dic["ix_to_word"].values())
+    # every image whose captions name a held-out category is out of training (the split file's own sets)
+    karpathy = json.loads((world_dir / "dataset_world.json").read_text())["images"]
+    novel = {im["cocoid"] for im in karpathy
+             if any(generator_mentions(s["tokens"]) & set(noc["held_out"]) for s in im["sentences"])}
+    assert novel and not novel & {int(k) for k in noc["train"]}
+    assert novel <= {int(k) for part in ("val", "test") for k in noc[part]}
     with h5py.File(world_dir / "world_detection.h5") as f:
         labels, num = f["dets_labels"][:], f["nms_num"][:]
     train_dets = np.concatenate([labels[i, :num[i], 4] for i in train_rows])
@@ -83,15 +100,20 @@ def test_robust_pairs_never_seen_together_in_training(world_dir):
     assert pairs and robust["test_id"]
     karpathy = json.loads((world_dir / "dataset_world.json").read_text())
     classes = ClassNames.read(world_dir / "world_class_name.txt")
+    names = {i + 1: n for i, n in enumerate(classes.names)}
     matcher = VisualWordMatcher(classes)
+    truth = {im["cocoid"]: set().union(*(generator_mentions(s["tokens"]) for s in im["sentences"]))
+             for im in karpathy["images"]}
     mention = {im["cocoid"]: matcher.mentioned_classes([s["tokens"] for s in im["sentences"]])
                for im in karpathy["images"]}
+    assert all({names[c] for c in mention[i]} == truth[i] for i in truth)      # the matcher agrees with the truth
     ids = {k: [e["img_id"] for e in robust[k]] for k in ("train_id", "test_id")}      # the original's entries
+    named = [(names[a], names[b]) for a, b in pairs]
     for i in ids["train_id"]:
-        for a, b in pairs:
-            assert not {a, b} <= mention[i]
+        for a, b in named:
+            assert not {a, b} <= truth[i]
     for i in ids["test_id"]:
-        assert any({a, b} <= mention[i] for a, b in pairs)
+        assert any({a, b} <= truth[i] for a, b in named)
     assert not set(ids["train_id"]) & set(ids["test_id"])
 
 
@@ -111,12 +133,32 @@ def test_deterministic_for_a_seed_and_different_for_another(tmp_path):
         assert np.array_equal(fa["dets_labels"][:], fb["dets_labels"][:])
 
 
+def _objects_and_detections(root):
+    """Per image (file order): GT object count and detection count."""
+    inst = json.loads((root / "annotations" / "instances_world.json").read_text())
+    karpathy = json.loads((root / "dataset_world.json").read_text())["images"]
+    per_image = {im["id"]: 0 for im in inst["images"]}
+    for a in inst["annotations"]:
+        per_image[a["image_id"]] += 1
+    with h5py.File(root / "world_detection.h5") as f:
+        dets = f["dets_num"][:]
+    return [per_image[im["cocoid"]] for im in karpathy], dets.tolist()
+
+
 def test_world_parameters_configurable(tmp_path):
-    summary = generate(WorldConfig(out=str(tmp_path), seed=1, n_images=10, image_size=96,
+    no_noise = dict(det_duplicates=0.0, det_false_pos=0.0)
+    summary = generate(WorldConfig(out=str(tmp_path / "a"), seed=1, n_images=10, image_size=96,
                                    categories=["circle", "square", "star", "moon"], noc_held_out=["moon"],
-                                   max_objects=2, det_miss=0.0), quiet=True)
+                                   max_objects=2, det_miss=0.0, **no_noise), quiet=True)
     assert summary["images"] == 10
-    assert len(ClassNames.read(tmp_path / "world_class_name.txt").names) == 4
+    assert ClassNames.read(tmp_path / "a" / "world_class_name.txt").names == ("circle", "square", "star", "moon")
+    assert {Image.open(p).size for p in (tmp_path / "a" / "images" / "world").iterdir()} == {(96, 96)}
+    objects, dets = _objects_and_detections(tmp_path / "a")
+    assert max(objects) == 2 and min(objects) >= 1                   # max_objects (10 images reach it)
+    assert dets == objects                                            # det_miss 0: one detection per object
+    generate(WorldConfig(out=str(tmp_path / "b"), seed=1, n_images=10, det_miss=1.0, **no_noise), quiet=True)
+    objects, dets = _objects_and_detections(tmp_path / "b")
+    assert max(objects) > 2 and dets == [0] * 10                      # det_miss 1: every object missed
     with pytest.raises(ValueError, match="unknown world category"):
         generate(WorldConfig(out=str(tmp_path / "x"), categories=["circle", "blob"]), quiet=True)
 
