@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import fcntl
 import os
 import signal
@@ -138,9 +139,11 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        try:      # a POSIX lock: the loader's forked workers do not inherit it (flock's they would,
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)     # and keep a killed run locked)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             owner = os.read(self.fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(self.fd)
             raise DataError(f"{self.path.parent} is in use by another run (pid {owner}); wait for it "
@@ -151,7 +154,7 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        fcntl.lockf(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
 
 

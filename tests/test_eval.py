@@ -145,13 +145,14 @@ def test_count_report_reads_group_sizes_and_number_words():
 
 
 def test_noc_f1_per_class_and_mean_from_tp_fp_fn():
-    """DCC's F1 (an image is positive when a reference mentions the object, predicted positive
-    when the caption does; F1 = 2 tp / (2 tp + fp + fn)) for two held-out classes at once."""
+    """The class-file F1 of held-out classes that are not DCC objects (an image is positive when a
+    reference mentions the class, predicted positive when the caption does; F1 = 2 tp / (2 tp + fp
+    + fn)) for two held-out classes at once."""
     from nbt.misc.evaluation import noc_scores
     refs = {1: ["a red nut"], 2: ["two blue cells here"], 3: ["a nut and a ring"], 4: ["a disc"],
             5: ["a grey picture"], 6: ["two rings"]}
     preds = {1: "a nut", 2: "two cells", 3: "a ring", 4: "a hexagon", 5: "a grey picture", 6: "a disc and a nut"}
-    out = noc_scores({k: {"caption": v} for k, v in preds.items()}, refs, [1, 2], _bundle(), meteor=False)
+    out = noc_scores(preds, refs, [1, 2], _bundle(), meteor=False)
     hexagon, circle = out["per_class"]["hexagon"], out["per_class"]["circle"]
     # hexagon: tp 1, 2; fn 3; fp 4, 6 -> P 2/4, R 2/3, F1 4/7.  circle: tp 3, 6; fn 4; fp none -> P 1, R 2/3, F1 0.8
     assert (hexagon["precision"], hexagon["recall"], hexagon["f1"]) == pytest.approx((0.5, 2 / 3, 4 / 7))

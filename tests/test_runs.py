@@ -70,7 +70,7 @@ def test_second_process_on_a_locked_run_is_refused_with_its_pid(world_dir, tmp_p
         "import fcntl, os, sys, time\n"
         f"os.makedirs({str(world_dir / 'save' / 'locked')!r}, exist_ok=True)\n"
         f"fd = os.open({str(world_dir / 'save' / 'locked' / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode())\n"
+        "fcntl.lockf(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode())\n"
         "print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -81,6 +81,24 @@ def test_second_process_on_a_locked_run_is_refused_with_its_pid(world_dir, tmp_p
         holder.wait()
     train(world_options(world_dir, id="locked", max_iters=1, eval_split=""))      # released with its owner
     assert not (world_dir / "save" / "locked" / ".lock").exists()
+
+
+def test_a_killed_runs_lock_is_not_kept_by_its_forked_children(tmp_path):
+    """The loader's workers are forked from the run: when the run is killed, a worker that lives
+    on a moment must not keep the run folder locked (a resume right after SIGKILL)."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "import _checkout\n"
+        "from nbt.misc.session import RunLock\n"
+        f"lock = RunLock(Path({str(tmp_path)!r})).__enter__()\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(30); os._exit(0)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=60)
+    from nbt.misc.session import RunLock
+    with RunLock(tmp_path):                       # at once: the child still sleeps
+        pass
 
 
 def test_leftover_temporary_checkpoint_files_are_removed(world_dir, first_run):

@@ -160,7 +160,7 @@ def test_robust_and_noc_regeneration_match_the_world_generator(world_dir, tmp_pa
         assert ours == generated                  # (test_world checks those files against the generator's truth)
         # each image lands in the split its split file names (read here from the file, not from prepro/splits.py)
         if scheme == "robust":
-            want = {int(i): s for s in ("train", "val", "test") for i in ours[f"{s}_id"]}
+            want = {int(e["img_id"]): s for s in ("train", "val", "test") for e in ours[f"{s}_id"]}   # the original's entries
         else:
             want = {int(i): s for s, parts in (("train", ["train"]), ("val", ["val", "val_train"]),
                                                ("test", ["test", "test_train"])) for part in parts for i in ours[part]}
