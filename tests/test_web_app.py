@@ -192,7 +192,9 @@ def test_in_chromium_an_upload_and_an_example_are_captioned_and_a_text_file_gets
     assert tagged != example_tagged
     browser = chromium()
     try:
-        upload_and_wait(browser, server.url, image, expect=tagged)   # as a drop or a click on the upload area does
+        # as a drop or a click on the upload area does; a path relative to the working folder, as
+        # `make screenshot` gives its default image (the browser itself needs an absolute one)
+        upload_and_wait(browser, server.url, os.path.relpath(image), expect=tagged)
         img = browser.find_element(By.CSS_SELECTOR, "#picture img")
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 480
         assert browser.find_elements(By.CSS_SELECTOR, "#caption .highlighted")         # visual words coloured

@@ -105,7 +105,7 @@ def upload_and_wait(browser, url: str, image: str, *, expect: str | None = None,
     given) and for the progress indicators to go -> the caption shown."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    open_page(browser, url).send_keys(str(image))
+    open_page(browser, url).send_keys(str(Path(image).resolve()))     # the browser needs an absolute path
     WebDriverWait(browser, timeout).until(lambda b: caption_text(b) == expect if expect else caption_text(b).strip())
     WebDriverWait(browser, 30).until(lambda b: all(
         "hide" in e.get_attribute("class") for e in b.find_elements(By.CSS_SELECTOR, "[data-testid=status-tracker]")))
