@@ -11,6 +11,8 @@ drops punctuation, which `pre_segmented` does without Java).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import warnings
 from pathlib import Path
@@ -41,6 +43,19 @@ def tokenize(captions: dict) -> dict:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
         return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
     return {k: [simple_tokenize(c) for c in v] for k, v in captions.items()}
+
+
+def _compute_quietly(scorer, gts: dict, res: dict):
+    """scorer.compute_score without pycocoevalcap's prints (BLEU's length counts) and without the
+    pipes its METEOR leaves open (its __del__ closes stdin only: ResourceWarnings)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = scorer.compute_score(gts, res)
+    proc = getattr(scorer, "meteor_p", None)
+    if proc is not None:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    return out
 
 
 def score_captions(refs: dict, hyps: dict, *, meteor: bool = True, spice: bool = False,
@@ -78,7 +93,7 @@ def score_captions(refs: dict, hyps: dict, *, meteor: bool = True, spice: bool =
         warnings.warn(f"skipped {', '.join(skipped)} (needs Java / Stanford CoreNLP jars)")
     overall, per_image = {}, {k: {} for k in ids}
     for scorer, names in scorers:
-        score, scores = scorer.compute_score(gts, res)
+        score, scores = _compute_quietly(scorer, gts, res)
         if isinstance(names, list):
             for n, s, ss in zip(names, score, scores):
                 overall[n] = float(s)

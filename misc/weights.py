@@ -15,7 +15,13 @@ from nbt.misc.io import DataError
 
 
 def _first_line(err: BaseException) -> str:
+    """The reason, in one line. torch's weights-only refusal starts with advice to load the file
+    unsafely: never passed on (no code is run from a file here); its own reason is kept."""
     text = str(err).strip() or type(err).__name__
+    if text.startswith("Weights only load failed"):
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith("Unsupported")), "")
+        return "not a file of tensors torch.save wrote" + (f" (pickle: {reason})" if reason else "")
     return text.splitlines()[0]
 
 

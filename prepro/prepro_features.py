@@ -7,7 +7,7 @@ h5, or the GT boxes with --det_oracle), float16 in one memory-mapped file. Size 
 2 D (h w + R) + 24 R bytes; COCO with ResNet-101 at 512 px and R = max_proposal = 100:
 1.39 MiB per image, 168 GiB for 123,287 images.
 
-    python prepro/prepro_features.py --path_opt cfgs/normal_coco_res101.yml --out data/coco/feats_res101 \
+    python prepro/prepro_features.py --path_opt cfgs/normal_coco_res101.yml --out data/coco/feats_res101 \\
         [--dtype float32]      (twice the size; for features that overflow float16, which is refused)
 
 Training from the cache sees the evaluation transform: no random crop (the image path with
@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from nbt.misc.backbone import build_backbone
-from nbt.misc.config import ConfigError, build_options
+from nbt.misc.config import ConfigError, build_options, format_help, help_defaults
 from nbt.misc.dataset import CaptionDataset, DataBundle
 from nbt.misc.io import DataError, atomic_path, atomic_write_json
 from nbt.misc.transforms import box_area, load_image, resize_with_boxes, to_tensor
@@ -105,6 +105,11 @@ def main(argv=None) -> int:
     """Options as main.py's, plus --out DIR (required) and --dtype float16 | float32."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if "-h" in argv or "--help" in argv:
+            print(__doc__.strip() + "\n\nIts own options: --out DIR (required: the cache folder to write), --dtype "
+                  "float16 | float32 (default float16). The others are main.py's:\n")
+            print(format_help("prepro_features.py", "options as main.py's", help_defaults(argv, None)))
+            return 0
         out = _pop(argv, "--out")
         dtype = _pop(argv, "--dtype", "float16")
         if not out:

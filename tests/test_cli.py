@@ -182,3 +182,12 @@ def test_original_prepro_commands_parse(line):
     args = build_parser().parse_args(shlex.split(line))
     assert args.output_dic.endswith("dic_coco.json") and args.class_name_file == "data/coco/coco_class_name.txt"
     assert build_parser().parse_args(["--output_dic", "a", "--output_cap", "b"]).output_cap == "b"
+
+
+@pytest.mark.parametrize("script", sorted(
+    str(p.relative_to(ROOT)) for d in ("prepro", "tools") for p in (ROOT / d).glob("*.py")
+    if '__name__ == "__main__"' in p.read_text()))
+def test_every_command_answers_help(script):
+    """The README sends users to these scripts: each prints its usage for --help and exits 0."""
+    r = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "usage" in (r.stdout + r.stderr).lower(), (script, r.stderr[-800:])

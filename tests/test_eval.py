@@ -24,6 +24,20 @@ def test_metrics_match_published_nlg_eval_values(caption_metrics):
     assert set(per_image) == {0, 1} and "CIDEr" in per_image[0]
 
 
+def test_scoring_prints_nothing_and_leaves_no_pipe_open(capsys):
+    """pycocoevalcap's BLEU prints its length counts and its METEOR leaves pipes open: an
+    evaluation's output is the project's table only."""
+    import gc
+    import warnings
+    require_java()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        overall, _ = score_captions({1: ["a red ring", "a ring"]}, {1: "a red ring"}, meteor=True)
+        gc.collect()                                        # METEOR's __del__: its process and pipes
+    assert overall["METEOR"] is not None and capsys.readouterr().out == ""
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
 def test_spice_is_skipped_not_crashing():
     with pytest.warns(UserWarning, match="SPICE"):
         overall, _ = score_captions({1: ["a dog runs"], 2: ["a cat sits"]}, {1: "a dog runs", 2: "a cat"},

@@ -13,6 +13,7 @@ from nbt.misc.io import DataError
     ([1, 2, 3], "a list"),
     ({"model": {}}, "without 'config'"),
     (b"\x80\x04garbage", "cannot load checkpoint"),
+    (b"# A README\nsome text, not a checkpoint\n", "not a file of tensors torch.save wrote"),
 ])
 def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, content, says):
     path = tmp_path / "model.pth"
@@ -26,6 +27,7 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, content, says):
         load_checkpoint(tmp_path)
     msg = str(err.value)
     assert says in msg and str(path) in msg and "\n" not in msg
+    assert "weights_only" not in msg and "Re-running" not in msg      # never advice to load it unsafely
 
 
 # -- images ---------------------------------------------------------------------------------------
