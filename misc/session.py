@@ -405,9 +405,12 @@ def decoding_name(opt: Options) -> str:
 
 
 def results_path(opt: Options, split: str) -> Path:
+    """eval_results/<run>_<split>_<decoding>[_first<N>].json: a partial evaluation
+    (--eval_max_images N) never takes the name of the whole split's results."""
     p = Path(opt.start_from)
     name = opt.id or (p.stem if is_checkpoint_file(p) else p.name)
-    return Path("eval_results") / f"{name}_{split}_{decoding_name(opt)}.json"
+    part = f"_first{opt.eval_max_images}" if opt.eval_max_images >= 0 else ""
+    return Path("eval_results") / f"{name}_{split}_{decoding_name(opt)}{part}.json"
 
 
 def check_results_free(out: Path, source: dict, overwrite: bool) -> None:

@@ -1,5 +1,6 @@
 """Run folders and results are never overwritten by surprise; signals stop a run cleanly and
 resumably; two processes never write one run; logs and TensorBoard say what happens."""
+import dataclasses
 import json
 import os
 import signal
@@ -38,6 +39,8 @@ def test_every_shipped_config_resumes_and_evaluates_under_the_runs_own_name():
     for cfg in sorted((ROOT / "cfgs").glob("*.yml")):
         opt = build_options(["--path_opt", str(cfg), "--start_from", "save/nu", "--max_epochs", "4"])
         assert run_dir(opt) == Path("save/nu") and results_path(opt, "test").name == "nu_test_greedy.json", cfg.name
+        partial = dataclasses.replace(opt, eval_max_images=20)
+        assert results_path(partial, "test").name == "nu_test_greedy_first20.json", cfg.name      # never the whole's
         opt = build_options(["--path_opt", str(cfg), "--start_from", "save/nu", "--id", "nu2"])
         assert run_dir(opt) == Path("save/nu2"), cfg.name
         assert run_dir(build_options(["--path_opt", str(cfg)])) == Path("save") / cfg.stem, cfg.name
@@ -175,7 +178,7 @@ def test_results_file_names_the_decoding_and_is_never_replaced_by_another_checkp
         greedy = inference(opt)["path"]
         beam = inference(world_options(world_dir, start_from=first_run, eval_max_images=4, beam_size=2,
                                        cbs=True, cbs_mode="unique", cbs_tag_size=1, region_grouping=True))["path"]
-        assert greedy.endswith("first_test_greedy.json") and beam.endswith("first_test_beam2_cbs-unique1.json")
+        assert greedy.endswith("first_test_greedy_first4.json") and beam.endswith("first_test_beam2_cbs-unique1_first4.json")
         inference(opt)                                                   # the same checkpoint again: fine
         other = world_options(world_dir, start_from=first_run, eval_max_images=4, load_best_score=False)
         ckpt = load_checkpoint(f"{first_run}/model.pth")

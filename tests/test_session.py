@@ -25,7 +25,7 @@ def test_inference_only_prints_table_writes_results_and_exits(world_dir, tiny_ru
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "CIDEr" in r.stdout and "grounding_accuracy" in r.stdout
-    out = json.loads((tmp_path / "eval_results" / "session_run_test_beam3.json").read_text())
+    out = json.loads((tmp_path / "eval_results" / "session_run_test_beam3_first12.json").read_text())
     assert len(out["imgToEval"]) == 12 and "scores" in out["imgToEval"][0]
     assert out["config"]["beam_size"] == 3
 
