@@ -465,6 +465,9 @@ def best_or_last(opt: Options) -> Path:
         names = ("model-best.pth", "model.pth") if opt.load_best_score else ("model.pth", "model-best.pth")
         for n in names:
             if (p / n).is_file():
+                if n != names[0]:
+                    why = " (no validation has run: see --val_every_epoch)" if names[0] == "model-best.pth" else ""
+                    print(f"note: {p} has no {names[0]}{why}; evaluating {n}")
                 return p / n
         raise DataError(f"no checkpoint in {p} (expected {' or '.join(names)})")
     if not p.is_file():

@@ -198,3 +198,14 @@ def test_format_table_prints_scores_times_100():
     text = format_table({"overall": {"CIDEr": 1.2346, "METEOR": None}, "grounding": {"visual_words": 12,
                                                                                   "grounding_accuracy": 0.954}})
     assert "CIDEr" in text and "123.5" in text and "95.4" in text and "skipped" in text and "12" in text
+
+
+def test_evaluating_a_run_without_a_best_checkpoint_says_it_takes_the_last(tmp_path, capsys):
+    """A run too short to validate has no model-best.pth: evaluation says which file it takes."""
+    from nbt.misc.session import best_or_last
+    (tmp_path / "model.pth").write_bytes(b"x")
+    opt = world_options(ROOT, start_from=str(tmp_path))
+    assert best_or_last(opt) == tmp_path / "model.pth"
+    assert "has no model-best.pth (no validation has run" in capsys.readouterr().out
+    (tmp_path / "model-best.pth").write_bytes(b"x")
+    assert best_or_last(opt) == tmp_path / "model-best.pth" and capsys.readouterr().out == ""
