@@ -196,7 +196,7 @@ def matcher_sources(matcher) -> list[Path]:
     from (the plural relation, the number cues)."""
     module = sys.modules[type(matcher).__module__]
     names = {module.__name__} | {getattr(v, "__module__", "") or "" for v in vars(module).values()}
-    ours = [n for n in names if n.split(".")[-2:-1] == ["misc"] and n in sys.modules]      # nbt.misc.* / misc.*
+    ours = [n for n in names if n.startswith(("nbt.misc.", "misc.")) and n in sys.modules]
     return sorted(Path(inspect.getfile(sys.modules[n])) for n in ours)
 
 

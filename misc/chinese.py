@@ -124,6 +124,15 @@ def individual_measure(token: str, previous: str = "") -> str | None:
     return None
 
 
+def measure_before(tokens: list[str], i: int, is_noun=lambda k: False) -> int | None:
+    """Position of the cue counting the noun at tokens[i] when it ends in an individual measure
+    word (两颗 星星 -> 0); None when its cue is another kind (一群, 一些) or there is none."""
+    k = cue_before(tokens, i, is_noun)
+    if k is None or individual_measure(tokens[k], tokens[k - 1] if k else "") is None:
+        return None
+    return k
+
+
 def measure_words(captions: list[list[str]], nouns: set[str]) -> dict[str, str]:
     """noun -> the individual measure word the captions count it with most often (ties: the first
     seen); nouns never counted by one are absent. Learned from the training captions at prepro."""
@@ -131,10 +140,9 @@ def measure_words(captions: list[list[str]], nouns: set[str]) -> dict[str, str]:
     for tokens in captions:
         visual = {i for i, t in enumerate(tokens) if t in nouns}
         for i in sorted(visual):
-            k = cue_before(tokens, i, visual.__contains__)
-            m = None if k is None else individual_measure(tokens[k], tokens[k - 1] if k else "")
-            if m is not None:
-                counts.setdefault(tokens[i], Counter())[m] += 1
+            k = measure_before(tokens, i, visual.__contains__)
+            if k is not None:
+                counts.setdefault(tokens[i], Counter())[tokens[k][-1]] += 1
     return {noun: c.most_common(1)[0][0] for noun, c in sorted(counts.items())}
 
 
@@ -159,10 +167,8 @@ def _with_measures(tokens: list[str], nouns, measure) -> list[str]:
     out = list(tokens)
     is_noun = [t in nouns for t in out]
     for i, noun in enumerate(out):
-        if not is_noun[i]:
-            continue
-        k = cue_before(out, i, is_noun.__getitem__)
-        if k is not None and individual_measure(out[k], out[k - 1] if k else "") is not None:
+        k = measure_before(out, i, is_noun.__getitem__) if is_noun[i] else None
+        if k is not None:
             out[k] = out[k][:-1] + measure(noun)
     return out
 

@@ -42,19 +42,16 @@ def fill_slots(d: Decoded, vocab: Vocabulary, proposals, *, novel_classes: set[i
     """proposals (R, 6) of this image in model-input pixels; box_scale maps them to the caller's."""
     V = vocab.size
     language = language_of(vocab)
-    words, tagged, grounding = [], [], []
+    words, grounding = [], []
     for pos, (tok, plural, fine) in enumerate(zip(d.tokens, d.plural, d.fine)):
         if tok < V:
-            w = vocab.word(tok)
-            words.append(w)
-            tagged.append(w)
+            words.append(vocab.word(tok))
             continue
         r = tok - V
         x1, y1, x2, y2, cls, score = [float(v) for v in proposals[r]]
         cls = int(cls)
         w = slot_word(vocab, cls, plural, fine, novel_classes=novel_classes)
         words.append(w)
-        tagged.append(f"[{w}]")
         sx, sy = box_scale
         grounding.append({"word": w, "position": pos, "region": r, "class": vocab.classes.names[cls - 1],
                           "box": [round(x1 * sx, 2), round(y1 * sy, 2), round(x2 * sx, 2), round(y2 * sy, 2)],

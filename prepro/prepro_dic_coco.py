@@ -141,10 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def shipped_if_default(path: str, default: str) -> str:
+    """A class-name file option: the default (relative to the working folder) when it is there,
+    else the copy this checkout ships at that place; any other value as given."""
+    if path == default and not Path(default).is_file():
+        return str(Path(__file__).resolve().parents[1] / default)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.class_name_file == DEFAULT_CLASS_FILE and not Path(DEFAULT_CLASS_FILE).is_file():
-        args.class_name_file = str(Path(__file__).resolve().parents[1] / DEFAULT_CLASS_FILE)   # the shipped one
+    args.class_name_file = shipped_if_default(args.class_name_file, DEFAULT_CLASS_FILE)
     if args.split != "normal" and not args.split_file and Path(DEFAULT_SPLIT_FILES[args.split]).is_file():
         args.split_file = DEFAULT_SPLIT_FILES[args.split]
     try:

@@ -39,7 +39,7 @@ from nbt.misc.io import DataError, atomic_write_json
 from nbt.misc.vocab import ClassNames, VisualWordMatcher
 from nbt.prepro.flickr30k import (GroundedImage, read_entities, read_karpathy_split, read_original,
                                   require_release, split_lists)
-from nbt.prepro.prepro_dic_coco import write_outputs
+from nbt.prepro.prepro_dic_coco import shipped_if_default, write_outputs
 
 ROOT = "data/flickr30k"
 DEFAULT_CLASS_FILE = f"{ROOT}/flickr30k_class_name.txt"          # the original's, shipped with the project
@@ -79,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.class_name_file == DEFAULT_CLASS_FILE and not Path(DEFAULT_CLASS_FILE).is_file():
-        args.class_name_file = str(Path(__file__).resolve().parents[1] / DEFAULT_CLASS_FILE)   # the shipped one
+    args.class_name_file = shipped_if_default(args.class_name_file, DEFAULT_CLASS_FILE)
     try:
         run(args)
     except DataError as err:
